@@ -1,0 +1,85 @@
+"""The ``uipbench`` command: parses arguments and calls the modules that do the work."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_dataset_build(args: argparse.Namespace) -> int:
+    from .datasets.label import build_dataset
+    from .datasets.relax import relaxer_for
+
+    relaxer, relaxer_name = relaxer_for(args.relax_with)
+    report = build_dataset(args.system, args.n, root=args.root, resume=args.resume, workers=args.workers,
+                           seed=args.seed, relaxer=relaxer, relaxer_name=relaxer_name)
+    print(f"{args.system}: labelled {report.labelled}, already present {report.skipped_existing}, "
+          f"deferred (need a relaxation backbone) {report.deferred_relaxation}, failed {len(report.failed)}")
+    for line in report.failed:
+        print(f"  failed: {line}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _cmd_dataset_info(args: argparse.Namespace) -> int:
+    from .datasets.io import load_card, validate
+
+    card = load_card(args.system, args.root)
+    report = validate(args.system, args.root)
+    if args.format == "json":
+        print(json.dumps({"card": card, "valid": report.ok, "problems": report.problems}, indent=2))
+    else:
+        counts = card["counts"]
+        lab = card.get("labelling", {})
+        print(f"system        {card['system']}")
+        print(f"protocol      {card['protocol']['name']}")
+        print(f"structures    {counts['structures']} ({counts['atoms']} atoms)")
+        print(f"surface cells {counts['by_surface_cell']}")
+        print(f"motifs        {counts['by_motif']}")
+        print(f"variants      {counts['by_variant']}")
+        print(f"groups (3+)   {counts['composition_groups_3plus']} by composition, "
+              f"{counts['arrangement_groups_3plus']} by composition and motif")
+        print(f"labelling     median {lab.get('median_minutes_per_structure')} min/structure, "
+              f"{lab.get('total_core_hours')} core-hours")
+        print(f"valid         {'yes' if report.ok else 'NO'}")
+        for problem in report.problems:
+            print(f"  - {problem}")
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uipbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dataset = sub.add_parser("dataset", help="build, inspect and validate the DFT reference datasets")
+    dsub = dataset.add_subparsers(dest="dataset_command", required=True)
+    build = dsub.add_parser("build", help="label structures of a system with the reference protocol")
+    build.add_argument("system")
+    build.add_argument("--n", type=int, required=True, help="number of plan entries the dataset should hold")
+    build.add_argument("--resume", action="store_true", help="extend an existing dataset")
+    build.add_argument("--workers", type=int, default=None, help="parallel GPAW processes (default: all cores)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--relax-with", default="chgnet-0.3.0",
+                       help="backbone that relaxes the 'relaxed' variants ('none' defers them)")
+    build.add_argument("--root", type=Path, default=None, help="datasets folder (default: the shipped one)")
+    build.set_defaults(func=_cmd_dataset_build)
+    info = dsub.add_parser("info", help="summarise and validate a system's dataset")
+    info.add_argument("system")
+    info.add_argument("--format", choices=("table", "json"), default="table")
+    info.add_argument("--root", type=Path, default=None)
+    info.set_defaults(func=_cmd_dataset_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"uipbench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

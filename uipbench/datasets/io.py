@@ -1,0 +1,215 @@
+"""Reading, validating and splitting the labelled datasets under ``datasets/<system>/``."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import read, write
+
+from .protocol import PROTOCOL_NAME, SYSTEMS
+
+STRUCTURES_FILE = "structures.extxyz"
+CARD_FILE = "card.json"
+
+
+class DatasetError(ValueError):
+    """A dataset file or card is missing, malformed or inconsistent."""
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def default_root() -> Path:
+    """``datasets/`` of the source checkout (where the shipped data lives)."""
+    return repo_root() / "datasets"
+
+
+def system_dir(system: str, root: Path | None = None) -> Path:
+    root = Path(root) if root is not None else default_root()
+    directory = root / system
+    if system not in SYSTEMS and not directory.is_dir():
+        known = ", ".join(sorted(SYSTEMS))
+        raise DatasetError(f"unknown system {system!r}; known systems: {known}")
+    return directory
+
+
+def structure_hash(atoms: Atoms, decimals: int = 5) -> str:
+    """Content hash of a structure: numbers, positions, cell and pbc (rounded)."""
+    h = hashlib.sha256()
+    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    h.update(np.round(np.asarray(atoms.positions, dtype=np.float64), decimals).tobytes())
+    h.update(np.round(np.asarray(atoms.cell.array, dtype=np.float64), decimals).tobytes())
+    h.update(np.asarray(atoms.pbc, dtype=np.int8).tobytes())
+    return h.hexdigest()[:16]
+
+
+def to_extxyz_text(structures: list[Atoms]) -> str:
+    buffer = io.StringIO()
+    write(buffer, structures, format="extxyz")
+    return buffer.getvalue()
+
+
+def read_structures(path: Path) -> list[Atoms]:
+    """Parse an extxyz file, turning parser failures into a :class:`DatasetError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        return []
+    try:
+        structures = read(path, index=":", format="extxyz")
+    except Exception as exc:  # ase raises many types for malformed text
+        raise DatasetError(f"{path}: malformed extxyz ({type(exc).__name__}: {exc})") from exc
+    return list(structures)
+
+
+def labelled(atoms: Atoms, where: str) -> Atoms:
+    """Check that ``atoms`` carries a finite energy and forces; raise naming ``where`` otherwise."""
+    calc = atoms.calc
+    results = getattr(calc, "results", {}) if calc is not None else {}
+    if "energy" not in results:
+        raise DatasetError(f"{where}: structure has no energy")
+    if "forces" not in results:
+        raise DatasetError(f"{where}: structure has no forces")
+    energy, forces = results["energy"], np.asarray(results["forces"])
+    if not math.isfinite(float(energy)):
+        raise DatasetError(f"{where}: energy is not finite ({energy})")
+    if forces.shape != (len(atoms), 3) or not np.all(np.isfinite(forces)):
+        raise DatasetError(f"{where}: forces are missing, misshapen or not finite")
+    return atoms
+
+
+def load(system: str, root: Path | None = None) -> list[Atoms]:
+    """The labelled structures of ``system`` as ASE Atoms with energies and forces attached."""
+    path = system_dir(system, root) / STRUCTURES_FILE
+    structures = read_structures(path)
+    for i, atoms in enumerate(structures):
+        labelled(atoms, f"{path} structure {i}")
+    return structures
+
+
+def load_card(system: str, root: Path | None = None) -> dict:
+    path = system_dir(system, root) / CARD_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: dataset card not found") from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: corrupt dataset card ({exc})") from exc
+
+
+def group_key(atoms: Atoms) -> str:
+    """Composition group: structures with the same formula (and so the same cell) compete in a search."""
+    return atoms.get_chemical_formula(mode="metal")
+
+
+def arrangement_key(atoms: Atoms) -> str:
+    """Composition-by-arrangement group: same formula and same S motif."""
+    return f"{group_key(atoms)}:{atoms.info.get('motif', 'unknown')}"
+
+
+def count_summary(structures: list[Atoms]) -> dict:
+    """Counts recorded in a dataset card (and checked against it by the validator)."""
+    by_arrangement = Counter(arrangement_key(a) for a in structures)
+    by_composition = Counter(group_key(a) for a in structures)
+    return {
+        "structures": len(structures),
+        "atoms": int(sum(len(a) for a in structures)),
+        "by_surface_cell": dict(sorted(Counter(a.info.get("surface_cell", "?") for a in structures).items())),
+        "by_motif": dict(sorted(Counter(a.info.get("motif", "?") for a in structures).items())),
+        "by_variant": dict(sorted(Counter(a.info.get("variant", "?") for a in structures).items())),
+        "by_composition": dict(sorted(by_composition.items())),
+        "by_arrangement": dict(sorted(by_arrangement.items())),
+        "composition_groups_3plus": sum(1 for v in by_composition.values() if v >= 3),
+        "arrangement_groups_3plus": sum(1 for v in by_arrangement.values() if v >= 3),
+    }
+
+
+@dataclass
+class ValidationReport:
+    system: str
+    n_structures: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate(system: str, root: Path | None = None) -> ValidationReport:
+    """Every structure parses, is labelled with finite values under the protocol, is unique,
+    and the card's counts match the file."""
+    report = ValidationReport(system)
+    directory = system_dir(system, root)
+    try:
+        structures = read_structures(directory / STRUCTURES_FILE)
+    except DatasetError as exc:
+        report.problems.append(str(exc))
+        return report
+    report.n_structures = len(structures)
+    seen: dict[str, int] = {}
+    for i, atoms in enumerate(structures):
+        where = f"{directory / STRUCTURES_FILE} structure {i}"
+        try:
+            labelled(atoms, where)
+        except DatasetError as exc:
+            report.problems.append(str(exc))
+        if atoms.info.get("protocol") != PROTOCOL_NAME:
+            report.problems.append(f"{where}: protocol is {atoms.info.get('protocol')!r}, expected {PROTOCOL_NAME!r}")
+        if "gpaw_version" not in atoms.info:
+            report.problems.append(f"{where}: no gpaw_version recorded")
+        key = structure_hash(atoms)
+        if key in seen:
+            report.problems.append(f"{where}: duplicate of structure {seen[key]}")
+        seen.setdefault(key, i)
+    try:
+        card = load_card(system, root)
+    except DatasetError as exc:
+        report.problems.append(str(exc))
+        return report
+    expected = count_summary(structures)
+    for name, value in expected.items():
+        if card.get("counts", {}).get(name) != value:
+            report.problems.append(
+                f"{directory / CARD_FILE}: counts.{name} is {card.get('counts', {}).get(name)!r}, file has {value!r}"
+            )
+    return report
+
+
+def train_test_split(structures: list[Atoms], test_fraction: float = 0.25, seed: int = 0,
+                     n_train: int | None = None) -> tuple[list[int], list[int]]:
+    """Deterministic split of indices keyed by ``seed``.
+
+    The test set is ``test_fraction`` of the structures; ``n_train`` (optional) takes
+    the first ``n_train`` of the shuffled remainder, so training sets of growing size
+    are nested for one seed.
+    """
+    n = len(structures)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    n_test = max(1, int(round(test_fraction * n)))
+    if n - n_test < 1:
+        raise ValueError(f"{n} structures are too few to split off a test set")
+    order = np.random.default_rng(seed).permutation(n)
+    test, train = order[:n_test], order[n_test:]
+    if n_train is not None:
+        if n_train > len(train):
+            raise ValueError(f"training size {n_train} is larger than the {len(train)} structures available for training")
+        train = train[:n_train]
+    return sorted(int(i) for i in train), sorted(int(i) for i in test)
+
+
+def with_results(atoms: Atoms, energy: float, forces: np.ndarray) -> Atoms:
+    """A copy of ``atoms`` with a single-point calculator holding ``energy`` and ``forces``."""
+    out = atoms.copy()
+    out.calc = SinglePointCalculator(out, energy=float(energy), forces=np.asarray(forces, dtype=float))
+    return out
