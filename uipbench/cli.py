@@ -47,6 +47,61 @@ def _cmd_dataset_info(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    from .adapters.registry import all_status
+
+    rows = all_status()
+    if args.format == "json":
+        print(json.dumps([{**s.__dict__, "weights": str(s.weights) if s.weights else None, "state": s.state}
+                          for s in rows], indent=2))
+        return 0
+    header = f"{'backbone':24} {'state':24} {'env':9} {'width':>5}  layer"
+    print(header)
+    print("-" * len(header))
+    for s in rows:
+        print(f"{s.name:24} {s.state:24} {s.environment:9} {s.width:>5}  {s.layer[:70]}")
+        if s.hint:
+            print(f"{'':24} -> {s.hint}")
+    return 0
+
+
+def _cmd_env_sync(args: argparse.Namespace) -> int:
+    from .adapters.envs import env_specs, sync
+
+    specs = env_specs()
+    names = args.names or list(specs)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise ValueError(f"unknown environment(s) {', '.join(unknown)}; known: {', '.join(specs)}")
+    for name in names:
+        sync(specs[name], force=args.force)
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from ase.io import read
+
+    from ._atomic import write_json_atomic
+    from .adapters.registry import load_backbone
+    from .adapters.worker import save_batch
+    from .cache import EmbeddingCache, cached_embed
+    from .datasets.io import read_structures
+
+    structures = read_structures(args.input)
+    if not structures:
+        raise ValueError(f"{args.input}: no structures to embed")
+    backbone = load_backbone(args.backbone, args.weights)
+    if args.no_cache:
+        batch = backbone.embed(structures)
+    else:
+        batch = cached_embed(backbone, structures, EmbeddingCache(args.cache_dir))
+    save_batch(args.output, batch)
+    write_json_atomic(args.output.with_suffix(".json"), batch.metadata.to_dict())
+    print(f"{args.backbone}: {len(batch)} structures, {sum(s.n_atoms for s in batch.structures)} atoms, "
+          f"width {batch.metadata.width} -> {args.output} (+ {args.output.with_suffix('.json').name})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uipbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--format", choices=("table", "json"), default="table")
     info.add_argument("--root", type=Path, default=None)
     info.set_defaults(func=_cmd_dataset_info)
+
+    backbones = sub.add_parser("backbones", help="list the backbone cards and whether each is ready")
+    backbones.add_argument("--format", choices=("table", "json"), default="table")
+    backbones.set_defaults(func=_cmd_backbones)
+
+    env = sub.add_parser("env", help="manage the per-backbone virtual environments")
+    esub = env.add_subparsers(dest="env_command", required=True)
+    esync = esub.add_parser("sync", help="create or update environments (default: all)")
+    esync.add_argument("names", nargs="*")
+    esync.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    esync.set_defaults(func=_cmd_env_sync)
+
+    embed = sub.add_parser("embed", help="embed structures with a backbone (npz + JSON metadata)")
+    embed.add_argument("--backbone", required=True)
+    embed.add_argument("--input", type=Path, required=True, help="extxyz file")
+    embed.add_argument("--output", type=Path, required=True, help="npz file to write")
+    embed.add_argument("--weights", default=None, help="local weights file (overrides the card's source)")
+    embed.add_argument("--cache-dir", type=Path, default=None)
+    embed.add_argument("--no-cache", action="store_true")
+    embed.set_defaults(func=_cmd_embed)
     return parser
 
 

@@ -207,14 +207,22 @@ def _sulfur_positions(rng: np.random.Generator, slab: Atoms, n_sulfur: int, moti
 MIN_CONTACT = {"S-S": 1.8, "M-S": 1.75, "M-M": 2.2}
 
 
-def _is_physical(atoms: Atoms, n_metal: int) -> bool:
+#: S–S distance (Å) below which two S atoms count as bonded
+S_S_BONDED = 2.4
+
+
+def _is_physical(atoms: Atoms, n_metal: int, motif: str) -> bool:
+    """No too-close contacts, and the motif survives: S–S motifs keep a bond, dispersed S stay unbonded."""
     d = atoms.get_all_distances(mic=True)
     np.fill_diagonal(d, np.inf)
     metal, sulfur = slice(0, n_metal), slice(n_metal, len(atoms))
+    closest_ss = d[sulfur, sulfur].min(initial=np.inf)
+    motif_ok = closest_ss < S_S_BONDED if motif in ("dimer", "cluster") else closest_ss >= S_S_BONDED
     return bool(
-        d[sulfur, sulfur].min(initial=np.inf) >= MIN_CONTACT["S-S"]
+        closest_ss >= MIN_CONTACT["S-S"]
         and d[metal, sulfur].min(initial=np.inf) >= MIN_CONTACT["M-S"]
         and d[metal, metal].min() >= MIN_CONTACT["M-M"]
+        and motif_ok
     )
 
 
@@ -244,7 +252,7 @@ def plan_entry(system: str, index: int, seed: int = 0, protocol: ReferenceProtoc
             atoms.positions += rng.normal(0.0, 0.1, size=atoms.positions.shape)
             heights = rng.uniform(*S_HEIGHT_RANGE, size=n_sulfur)
             atoms.positions[n_metal:, 2] = _top_z(slab) + heights
-        if _is_physical(atoms, n_metal):
+        if _is_physical(atoms, n_metal, motif):
             break
     else:
         raise RuntimeError(f"no physical geometry found for plan entry {index} of {system}")

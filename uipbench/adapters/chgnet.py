@@ -1,0 +1,122 @@
+"""CHGNet adapter (chgnet package; variants 0.3.0 and 0.2.0).
+
+Embedding layer: the atom features after the *last* atom-convolution layer and
+CHGNet's ``readout_norm`` — exactly the input of the site-wise energy MLP
+(``model.mlp``), captured with a forward pre-hook.  This is the representation
+the energy readout sees.  It is *not* the ``atom_fea`` of
+``return_atom_feas=True``, which CHGNet takes before its last conv layer.
+
+Total energy: CHGNet is intensive (eV/atom, composition model included); the
+adapter multiplies by the number of atoms, as CHGNet's own ASE calculator does.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from .base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
+from .card import BackboneCard, WeightsError, verify_weights
+
+
+def _package_weights(card: BackboneCard) -> Path:
+    import chgnet
+
+    relative = card.weights["package_path"].split("/", 1)[1]
+    return Path(chgnet.__file__).parent / relative
+
+
+class CHGNetBackbone(Backbone):
+    def __init__(self, card: BackboneCard, model, weights_sha256: str) -> None:
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        self.card = card
+        self.model = model.to(torch.float32).eval()
+        if not getattr(self.model, "mlp_first", True):
+            raise RuntimeError(f"{card.name}: expected a CHGNet with mlp_first=True (site-wise energy readout)")
+        self._weights_sha256 = weights_sha256
+        self._adaptor = AseAtomsAdaptor()
+        self._numbers = frozenset(range(1, 95))  # CHGNet's atom embedding covers H..Pu
+
+    @property
+    def supported_numbers(self) -> frozenset[int]:
+        return self._numbers
+
+    def metadata(self) -> EmbeddingMetadata:
+        return EmbeddingMetadata(
+            backbone=self.card.name, package="chgnet", package_version=md.version("chgnet"),
+            weights_sha256=self._weights_sha256, layer=self.card.embedding_layer,
+            width=self.card.embedding_width, dtype="float64", device="cpu",
+            versions={"torch": torch.__version__, "chgnet": md.version("chgnet")},
+        )
+
+    def calculator(self):
+        from chgnet.model.dynamics import CHGNetCalculator
+
+        return CHGNetCalculator(model=self.model, use_device="cpu")
+
+    def _graphs(self, structures: list[Atoms]):
+        return [self.model.graph_converter(self._adaptor.get_structure(a)) for a in structures]
+
+    def _run(self, graphs) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Total energies, per-structure embeddings and Cartesian positions, all in one graph."""
+        from chgnet.model.model import BatchedGraph
+
+        model = self.model
+        captured: list[torch.Tensor] = []
+        hook = model.mlp.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        try:
+            comp = 0 if model.composition_model is None else model.composition_model(graphs)
+            batched = BatchedGraph.from_graphs(graphs, bond_basis_expansion=model.bond_basis_expansion,
+                                               angle_basis_expansion=model.angle_basis_expansion,
+                                               compute_stress=False)
+            prediction = model._compute(batched)
+        finally:
+            hook.remove()
+        n_atoms = torch.bincount(batched.atom_owners)
+        energy = prediction["e"] + comp
+        if model.is_intensive:
+            energy = energy * n_atoms
+        embeddings = list(torch.split(captured[0], n_atoms.tolist()))
+        return energy, embeddings, list(batched.atom_positions)
+
+    def _embed_batch(self, structures: list[Atoms], forces: bool) -> list[StructureEmbedding]:
+        graphs = self._graphs(structures)
+        with torch.set_grad_enabled(forces):
+            energy, embeddings, positions = self._run(graphs)
+            grads = torch.autograd.grad(energy.sum(), positions) if forces else [None] * len(structures)
+        return [
+            StructureEmbedding(float(e), emb.detach().double().numpy().copy(), a.numbers.astype(np.int64).copy(),
+                               None if g is None else -g.detach().double().numpy())
+            for e, emb, a, g in zip(energy, embeddings, structures, grads)
+        ]
+
+    def forward_differentiable(self, atoms: Atoms) -> DifferentiableOutput:
+        prepared = self.prepare(atoms)
+        energy, embeddings, positions = self._run(self._graphs([prepared]))
+        return DifferentiableOutput(positions=positions[0], energy=energy[0], embedding=embeddings[0],
+                                    numbers=prepared.numbers.astype(np.int64))
+
+
+def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False,
+         seed: int = 0) -> CHGNetBackbone:
+    """CHGNet from the wheel's weights (or a local file named by argument / the card's variable)."""
+    from chgnet.model import CHGNet
+
+    if random_weights:
+        torch.manual_seed(seed)
+        return CHGNetBackbone(card, CHGNet(), "random")
+    path = card.local_weights(weights)
+    if path is None:
+        path = _package_weights(card)
+        if not path.is_file():
+            raise WeightsError(f"{card.name}: weights {path} missing from the chgnet package; "
+                               f"set {card.weights_env_var} to a local copy")
+    digest = verify_weights(card, path)
+    # the narrowest loader: tensors and plain containers only
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = CHGNet.from_dict(state["model"])
+    return CHGNetBackbone(card, model, digest)

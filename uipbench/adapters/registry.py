@@ -1,0 +1,113 @@
+"""From a backbone name to a working adapter: in-process when the package is importable here,
+otherwise through a worker in the backbone's own environment."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import Backbone
+from .card import BackboneCard, all_cards, get_card
+from .envs import env_for, is_ready, site_packages
+
+#: family -> (adapter module, the package's import name)
+FAMILIES: dict[str, tuple[str, str]] = {
+    "chgnet": ("uipbench.adapters.chgnet", "chgnet"),
+    "sevennet": ("uipbench.adapters.sevennet", "sevenn"),
+    "mace": ("uipbench.adapters.mace", "mace"),
+    "orb": ("uipbench.adapters.orb", "orb_models"),
+}
+
+
+def family_of(card: BackboneCard) -> tuple[str, str]:
+    try:
+        return FAMILIES[card.family]
+    except KeyError:
+        raise ValueError(f"{card.path}: unknown backbone family {card.family!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def importable_here(card: BackboneCard) -> bool:
+    return importlib.util.find_spec(family_of(card)[1]) is not None
+
+
+def load_backbone(name: str, weights: str | os.PathLike | None = None, *, random_weights: bool = False,
+                  in_process: bool | None = None) -> Backbone:
+    """The adapter of backbone ``name``.
+
+    In-process (with the differentiable path) when the backbone's package is importable
+    in this environment; otherwise a :class:`~uipbench.adapters.remote.RemoteBackbone`
+    whose ``embed`` runs in the backbone's own environment (created on first use).
+    """
+    card = get_card(name)
+    module_name, _ = family_of(card)
+    local = importable_here(card) if in_process is None else in_process
+    if local:
+        module = importlib.import_module(module_name)
+        return module.load(card, Path(weights) if weights else None, random_weights=random_weights)
+    from .remote import RemoteBackbone
+
+    return RemoteBackbone(card, weights=Path(weights) if weights else None, random_weights=random_weights)
+
+
+@dataclass(frozen=True)
+class BackboneStatus:
+    name: str
+    family: str
+    environment: str
+    environment_ready: bool
+    weights: Path | None
+    weights_present: bool
+    width: int
+    layer: str
+    hint: str
+
+    @property
+    def state(self) -> str:
+        if not self.weights_present:
+            return "weights missing"
+        if not self.environment_ready:
+            return "environment not created"
+        return "ready"
+
+
+def weights_location(card: BackboneCard) -> Path | None:
+    """Where the weights file is expected: a local override, the package's wheel, or the package cache."""
+    local = card.local_weights()
+    if local is not None:
+        return local
+    if "package_path" in card.weights:
+        sp = site_packages(env_for(card))
+        return sp / card.weights["package_path"] if sp else None
+    if "cache_path" in card.weights:
+        return Path(os.path.expanduser(card.weights["cache_path"]))
+    return None
+
+
+def status(card: BackboneCard) -> BackboneStatus:
+    spec = env_for(card)
+    ready = is_ready(spec)
+    path = weights_location(card)
+    shipped = "package_path" in card.weights
+    present = path.is_file() if path is not None else (shipped and not ready)
+    if shipped and not ready:
+        present = True  # comes with the package when the environment is created
+    if not present:
+        hint = (f"download {card.weights.get('url', card.weights.get('source'))} and set "
+                f"{card.weights_env_var}=/path/to/file (or pass --weights)")
+    elif not ready:
+        hint = f"run `uipbench env sync {spec.name}` (or any command that needs it)"
+    else:
+        hint = ""
+    return BackboneStatus(card.name, card.family, spec.name, ready, path, present, card.embedding_width,
+                          card.embedding_layer, hint)
+
+
+def all_status() -> list[BackboneStatus]:
+    return [status(card) for card in all_cards().values()]
+
+
+def available_backbones() -> list[str]:
+    """Names of backbones whose weights are present (the default set of a sweep)."""
+    return [s.name for s in all_status() if s.weights_present]

@@ -1,0 +1,97 @@
+"""A backbone used from another environment: ``embed`` and ``relax`` run in a worker process."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from ase import Atoms
+from ase.io import read, write
+
+from .base import Backbone, BackboneInputError, DifferentiableOutput, EmbeddingBatch, EmbeddingMetadata, \
+    StructureEmbedding, check_structure
+from .card import BackboneCard
+from .envs import ensure
+from .worker import INPUT_ERROR_EXIT, load_batch
+
+ALL_ELEMENTS = frozenset(range(1, 119))
+
+
+class WorkerError(RuntimeError):
+    """The worker process failed for a reason other than bad input."""
+
+
+class RemoteBackbone(Backbone):
+    def __init__(self, card: BackboneCard, weights: Path | None = None, random_weights: bool = False) -> None:
+        self.card = card
+        self.weights = weights
+        self.random_weights = random_weights
+        self._metadata: EmbeddingMetadata | None = None
+
+    @property
+    def supported_numbers(self) -> frozenset[int]:
+        return ALL_ELEMENTS  # the worker checks the elements
+
+    def _call(self, task: str, structures: Sequence[Atoms], output: Path, *extra: str) -> None:
+        spec = ensure(self.card)
+        with tempfile.TemporaryDirectory(prefix="uipbench-worker-") as tmp:
+            inp = Path(tmp) / "input.extxyz"
+            buffer = io.StringIO()
+            if structures:
+                write(buffer, list(structures), format="extxyz")
+            inp.write_text(buffer.getvalue())
+            cmd = [str(spec.python), "-m", "uipbench.adapters.worker", task, "--backbone", self.card.name,
+                   "--input", str(inp), "--output", str(output), *extra]
+            if self.weights:
+                cmd += ["--weights", str(self.weights)]
+            if self.random_weights:
+                cmd.append("--random-weights")
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == INPUT_ERROR_EXIT:
+            message = json.loads(proc.stderr.strip().splitlines()[-1])["message"]
+            raise BackboneInputError(message)
+        if proc.returncode != 0:
+            raise WorkerError(f"{self.card.name} worker ({task}) failed in environment {spec.name}:\n"
+                              f"{proc.stderr[-3000:]}")
+
+    def metadata(self) -> EmbeddingMetadata:
+        if self._metadata is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "metadata.json"
+                self._call("metadata", [], out)
+                self._metadata = EmbeddingMetadata.from_dict(json.loads(out.read_text()))
+        return self._metadata
+
+    def embed(self, structures: Sequence[Atoms], forces: bool = False) -> EmbeddingBatch:
+        for i, atoms in enumerate(structures):  # fail fast, before starting a worker
+            check_structure(atoms, ALL_ELEMENTS, self.cutoff, self.name, f"structure {i}")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "embedding.npz"
+            self._call("embed", structures, out, *(["--forces"] if forces else []))
+            batch = load_batch(out)
+        self._metadata = batch.metadata
+        return batch
+
+    def _embed_batch(self, structures: list[Atoms], forces: bool) -> list[StructureEmbedding]:
+        return self.embed(structures, forces).structures
+
+    def relax(self, atoms: Atoms, fmax: float = 0.05, steps: int = 200) -> Atoms:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "relaxed.extxyz"
+            self._call("relax", [atoms], out, "--fmax", str(fmax), "--steps", str(steps))
+            relaxed = read(out, format="extxyz")
+        result = atoms.copy()
+        result.positions = relaxed.positions
+        return result
+
+    def forward_differentiable(self, atoms: Atoms) -> DifferentiableOutput:
+        raise RuntimeError(
+            f"the differentiable path of {self.name} needs its package in this process; run it in the "
+            f"backbone's environment ({self.card.environment}), e.g. through `uipbench` commands that do so"
+        )
+
+    def calculator(self):
+        raise RuntimeError(f"{self.name}'s ASE calculator lives in environment {self.card.environment}")

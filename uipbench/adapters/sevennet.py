@@ -1,0 +1,150 @@
+"""SevenNet adapter (sevenn package; SevenNet-0 11Jul2024 and 22May2024).
+
+Embedding layer: the node features after the last equivariant gate — in
+SevenNet-0 the last interaction keeps only scalars (128x0e), and these are the
+input of ``reduce_input_to_hidden``, the first layer of the energy readout.
+They are read from the data dict just before that module runs.
+
+Edge vectors are computed here from a positions tensor (``pos[dst] - pos[src]
++ shift · cell``, matscipy's convention, as SevenNet's own torch-sim wrapper
+does), so energy and embedding stay connected to the positions.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from .base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
+from .card import BackboneCard, WeightsError, verify_weights
+
+READOUT_MODULE = "reduce_input_to_hidden"
+FORCE_MODULE = "force_output"
+
+
+def _package_weights(card: BackboneCard) -> Path:
+    import sevenn
+
+    relative = card.weights["package_path"].split("/", 1)[1]
+    return Path(sevenn.__file__).parent / relative
+
+
+class SevenNetBackbone(Backbone):
+    def __init__(self, card: BackboneCard, model, cutoff: float, type_map: dict[int, int],
+                 weights_sha256: str) -> None:
+        self.card = card
+        self.model = model.eval()
+        self.model.set_is_batch_data(True)
+        self._cutoff = float(cutoff)
+        self._numbers = frozenset(int(z) for z in type_map)
+        self._weights_sha256 = weights_sha256
+        names = list(self.model._modules)
+        if READOUT_MODULE not in names:
+            raise RuntimeError(f"{card.name}: the model has no {READOUT_MODULE!r} module; the embedding layer moved")
+        self._modules_before_force = [m for n, m in self.model._modules.items() if n != FORCE_MODULE]
+        self._readout_index = names.index(READOUT_MODULE)
+
+    @property
+    def cutoff(self) -> float:
+        return self._cutoff
+
+    @property
+    def supported_numbers(self) -> frozenset[int]:
+        return self._numbers
+
+    def metadata(self) -> EmbeddingMetadata:
+        return EmbeddingMetadata(
+            backbone=self.card.name, package="sevenn", package_version=md.version("sevenn"),
+            weights_sha256=self._weights_sha256, layer=self.card.embedding_layer,
+            width=self.card.embedding_width, dtype="float64", device="cpu",
+            versions={"torch": torch.__version__, "sevenn": md.version("sevenn"), "e3nn": md.version("e3nn")},
+        )
+
+    def calculator(self):
+        import copy
+
+        from sevenn.calculator import SevenNetCalculator
+
+        model = copy.deepcopy(self.model)
+        model.set_is_batch_data(False)
+        return SevenNetCalculator(model=model, file_type="model_instance", device="cpu")
+
+    def _graph(self, atoms: Atoms, pos: torch.Tensor):
+        import sevenn._keys as KEY
+        from sevenn.atom_graph_data import AtomGraphData
+        from sevenn.train.dataload import unlabeled_atoms_to_graph
+
+        graph = unlabeled_atoms_to_graph(atoms, self._cutoff, with_shift=True)
+        edge_idx = torch.as_tensor(graph[KEY.EDGE_IDX], dtype=torch.int64)
+        shift = torch.as_tensor(graph[KEY.CELL_SHIFT], dtype=torch.float32)
+        cell = torch.as_tensor(np.asarray(atoms.cell.array), dtype=torch.float32)
+        edge_vec = pos[edge_idx[1]] - pos[edge_idx[0]] + shift @ cell
+        numbers = torch.as_tensor(atoms.numbers, dtype=torch.int64)
+        data = {
+            KEY.NODE_FEATURE: numbers, KEY.ATOMIC_NUMBERS: numbers, KEY.POS: pos,
+            KEY.EDGE_IDX: edge_idx, KEY.EDGE_VEC: edge_vec, KEY.CELL: cell, KEY.CELL_SHIFT: shift,
+            KEY.CELL_VOLUME: torch.tensor(float(atoms.cell.volume)),
+            KEY.NUM_ATOMS: torch.tensor(len(atoms)), KEY.INFO: {},
+        }
+        return AtomGraphData(**data)
+
+    def _run(self, structures: list[Atoms], positions: list[torch.Tensor]):
+        """Energies [n_structures] and per-structure embeddings, in the graph of ``positions``."""
+        import sevenn._keys as KEY
+        from torch_geometric.loader.dataloader import Collater
+
+        data = Collater([], follow_batch=None, exclude_keys=None)(
+            [self._graph(a, p) for a, p in zip(structures, positions)])
+        data = self.model._preprocess(data)
+        embedding = None
+        for i, module in enumerate(self._modules_before_force):
+            if i == self._readout_index:
+                embedding = data[KEY.NODE_FEATURE]
+            data = module(data)
+        counts = [len(a) for a in structures]
+        return data[KEY.PRED_TOTAL_ENERGY].reshape(-1), list(torch.split(embedding, counts))
+
+    def _embed_batch(self, structures: list[Atoms], forces: bool) -> list[StructureEmbedding]:
+        positions = [torch.tensor(a.positions, dtype=torch.float32, requires_grad=forces) for a in structures]
+        with torch.set_grad_enabled(forces):
+            energy, embeddings = self._run(structures, positions)
+            grads = torch.autograd.grad(energy.sum(), positions) if forces else [None] * len(structures)
+        return [
+            StructureEmbedding(float(e), emb.detach().double().numpy().copy(), a.numbers.astype(np.int64).copy(),
+                               None if g is None else -g.detach().double().numpy())
+            for e, emb, a, g in zip(energy, embeddings, structures, grads)
+        ]
+
+    def forward_differentiable(self, atoms: Atoms) -> DifferentiableOutput:
+        prepared = self.prepare(atoms)
+        pos = torch.tensor(prepared.positions, dtype=torch.float32, requires_grad=True)
+        energy, embeddings = self._run([prepared], [pos])
+        return DifferentiableOutput(positions=pos, energy=energy[0], embedding=embeddings[0],
+                                    numbers=prepared.numbers.astype(np.int64))
+
+
+def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False,
+         seed: int = 0) -> SevenNetBackbone:
+    """SevenNet from the wheel's checkpoint (or a local file named by argument / the card's variable)."""
+    import sevenn._keys as KEY
+    from sevenn.util import load_checkpoint
+
+    path = card.local_weights(weights)
+    if path is None:
+        path = _package_weights(card)
+        if not path.is_file():
+            raise WeightsError(f"{card.name}: weights {path} missing from the sevenn package; "
+                               f"set {card.weights_env_var} to a local copy")
+    digest = verify_weights(card, path)
+    # sevenn's own checkpoint loader (the checkpoint holds its config, so it cannot be weights-only)
+    checkpoint = load_checkpoint(str(path))
+    model = checkpoint.build_model()
+    if random_weights:
+        torch.manual_seed(seed)
+        for parameter in model.parameters():
+            torch.nn.init.normal_(parameter, std=0.1)
+        digest = "random"
+    return SevenNetBackbone(card, model, checkpoint.config[KEY.CUTOFF], checkpoint.config[KEY.TYPE_MAP], digest)
