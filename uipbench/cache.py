@@ -36,12 +36,15 @@ class EmbeddingCache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
 
-    def path(self, metadata: EmbeddingMetadata, key: str) -> Path:
-        return self.root / metadata.backbone / metadata.weights_sha256[:16] / f"{key}.npz"
+    def path(self, identity: tuple[str, str, int], key: str) -> Path:
+        backbone, sha256, _ = identity
+        return self.root / backbone / sha256[:16] / f"{key}.npz"
 
-    def get(self, metadata: EmbeddingMetadata, atoms: Atoms, forces: bool = False) -> StructureEmbedding | None:
+    def get(self, identity: tuple[str, str, int], atoms: Atoms, forces: bool = False) -> StructureEmbedding | None:
+        """The cached embedding of ``atoms`` for backbone ``identity`` = (name, weights sha256, width)."""
+        backbone, sha256, width = identity
         key = structure_hash(atoms)
-        path = self.path(metadata, key)
+        path = self.path(identity, key)
         if not path.exists():
             return None
         try:
@@ -61,9 +64,9 @@ class EmbeddingCache:
         problems = []
         if recorded_key != key:
             problems.append("structure hash")
-        if stored.get("backbone") != metadata.backbone or stored.get("weights_sha256") != metadata.weights_sha256:
+        if stored.get("backbone") != backbone or stored.get("weights_sha256") != sha256:
             problems.append("backbone or weights")
-        if entry.embedding.shape != (len(atoms), metadata.width) or not np.array_equal(entry.numbers, atoms.numbers):
+        if entry.embedding.shape != (len(atoms), width) or not np.array_equal(entry.numbers, atoms.numbers):
             problems.append("shape or atomic numbers")
         if not np.isfinite(entry.energy) or not np.all(np.isfinite(entry.embedding)):
             problems.append("non-finite values")
@@ -73,11 +76,12 @@ class EmbeddingCache:
             return None
         if forces and entry.forces is None:
             return None
+        entry.metadata = EmbeddingMetadata.from_dict(stored)  # type: ignore[attr-defined]
         return entry
 
     def put(self, metadata: EmbeddingMetadata, atoms: Atoms, entry: StructureEmbedding) -> Path:
         key = structure_hash(atoms)
-        path = self.path(metadata, key)
+        path = self.path((metadata.backbone, metadata.weights_sha256, metadata.width), key)
         arrays = {
             "energy": np.float64(entry.energy),
             "embedding": np.asarray(entry.embedding, dtype=np.float64),
@@ -95,13 +99,17 @@ def cached_embed(backbone: Backbone, structures: Sequence[Atoms], cache: Embeddi
                  forces: bool = False) -> EmbeddingBatch:
     """``backbone.embed`` with the cache in front: only the misses are computed (in one batch)."""
     cache = cache or EmbeddingCache()
-    metadata = backbone.metadata()
-    found = [cache.get(metadata, a, forces) for a in structures]
+    identity = backbone.weights_identity()
+    found = [cache.get(identity, a, forces) for a in structures]
     missing = [i for i, entry in enumerate(found) if entry is None]
+    metadata = None
     if missing:
         batch = backbone.embed([structures[i] for i in missing], forces=forces)
         metadata = batch.metadata
         for i, entry in zip(missing, batch.structures):
             cache.put(metadata, structures[i], entry)
             found[i] = entry
+    if metadata is None:
+        metadata = getattr(found[0], "metadata", None) if found else None
+        metadata = metadata or backbone.metadata()
     return EmbeddingBatch(list(found), metadata)  # type: ignore[arg-type]

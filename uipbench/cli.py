@@ -102,6 +102,16 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import format_rows, run_demo
+
+    rows = run_demo()
+    if not rows:
+        raise RuntimeError("nothing to embed: no shipped dataset or no backbone with weights")
+    print(format_rows(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uipbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--cache-dir", type=Path, default=None)
     embed.add_argument("--no-cache", action="store_true")
     embed.set_defaults(func=_cmd_embed)
+
+    demo = sub.add_parser("demo", help="the main job on the shipped data (what `make demo` runs)")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

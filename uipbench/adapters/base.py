@@ -155,6 +155,11 @@ class Backbone(abc.ABC):
 
     batch_size: int = 16
 
+    def weights_identity(self) -> tuple[str, str, int]:
+        """(backbone name, weights sha256, width): what an embedding cache is keyed by."""
+        meta = self.metadata()
+        return meta.backbone, meta.weights_sha256, meta.width
+
     def embed(self, structures: Sequence[Atoms], forces: bool = False) -> EmbeddingBatch:
         """Energies and per-atom embeddings of ``structures``, batched where the package allows."""
         prepared = [self.prepare(a, where=f"structure {i}") for i, a in enumerate(structures)]

@@ -118,5 +118,6 @@ def load(card: BackboneCard, weights: Path | None = None, *, random_weights: boo
     digest = verify_weights(card, path)
     # the narrowest loader: tensors and plain containers only
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = CHGNet.from_dict(state["model"])
+    kwargs = dict(card.weights.get("model_kwargs", {}))
+    model = CHGNet.from_dict(state["model"], version=card.weights.get("model_name"), **kwargs)
     return CHGNetBackbone(card, model, digest)

@@ -102,7 +102,7 @@ def sync(spec: EnvSpec, force: bool = False, log=print) -> float:
         subprocess.run([base, "-m", "venv", str(spec.path)], check=True)
     _pip(spec, TORCH_REQUIREMENT)
     _pip(spec, TORCH_REQUIREMENT, *spec.requirements)
-    _pip(spec, TORCH_REQUIREMENT, "-e", str(repo_root()))
+    _pip(spec, TORCH_REQUIREMENT, "-e", f"{repo_root()}[test]")
     write_json_atomic(spec.path / MARKER, {"name": spec.name, "fingerprint": spec.fingerprint,
                                             "requirements": [TORCH_REQUIREMENT, *spec.requirements]})
     seconds = time.perf_counter() - start

@@ -57,6 +57,19 @@ class RemoteBackbone(Backbone):
             raise WorkerError(f"{self.card.name} worker ({task}) failed in environment {spec.name}:\n"
                               f"{proc.stderr[-3000:]}")
 
+    def weights_identity(self) -> tuple[str, str, int]:
+        """Known without starting a worker: the card's sha256, or the local file's."""
+        from .card import sha256_file
+
+        if self.random_weights:
+            return self.card.name, "random", self.card.embedding_width
+        local = self.card.local_weights(self.weights)
+        if local is not None and local.is_file():
+            return self.card.name, sha256_file(local), self.card.embedding_width
+        if self.card.weights_sha256:
+            return self.card.name, self.card.weights_sha256, self.card.embedding_width
+        return super().weights_identity()
+
     def metadata(self) -> EmbeddingMetadata:
         if self._metadata is None:
             with tempfile.TemporaryDirectory() as tmp:
