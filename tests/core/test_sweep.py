@@ -1,0 +1,99 @@
+"""The sweep: tidy results, resumable without recomputation, clear errors for bad input."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import uipbench.harness.data as data_module
+from uipbench.datasets.generate import plan
+from uipbench.datasets.io import to_extxyz_text, with_results
+from uipbench.datasets.label import generator_settings, write_card
+from uipbench.datasets.protocol import PROTOCOL_V1
+from uipbench.harness import sweep as sweep_module
+from uipbench.harness.sweep import RESULTS_FILE, sweep
+
+from .fake_backbone import FakeBackbone
+
+
+def _fake_reference(atoms):
+    """A 'DFT' energy the fake backbone misses by a smooth function of its own embedding."""
+    emb = FakeBackbone().embed([atoms])[0]
+    energy = emb.energy + 0.3 * np.tanh(emb.embedding[:, 1]).sum() - 0.2 * (atoms.numbers == 16).sum()
+    out = with_results(atoms, energy, np.zeros((len(atoms), 3)))
+    out.info.update(protocol=PROTOCOL_V1.name, gpaw_version="fake")
+    return out
+
+
+@pytest.fixture
+def datasets_root(tmp_path):
+    root = tmp_path / "datasets"
+    for system, n in (("cu-s", 16), ("ag-s", 12)):
+        structures = [_fake_reference(e.atoms) for e in plan(system, n) if e.repeat == 2][:10]
+        (root / system).mkdir(parents=True)
+        (root / system / "structures.extxyz").write_text(to_extxyz_text(structures))
+        write_card(root / system, system, structures, PROTOCOL_V1, generator_settings(0, None))
+    return root
+
+
+@pytest.fixture
+def fake_backbone(monkeypatch):
+    backbone = FakeBackbone()
+    monkeypatch.setattr(data_module, "load_backbone", lambda name: backbone)
+    return backbone
+
+
+def _run(root, tmp_path, **kw):
+    args = dict(backbones=["chgnet-0.3.0"], systems=["cu-s", "all"], aggregations=["global", "atomic"],
+                sizes=[4, 7], seeds=[0, 1], descriptors=["embedding"], out=tmp_path / "run",
+                executor=ThreadPoolExecutor(2), progress=False, datasets_root=root,
+                cache=None, gpr={"n_restarts": 0})
+    args.update(kw)
+    return sweep(**args)
+
+
+def test_sweep_writes_a_tidy_table(datasets_root, fake_backbone, tmp_path, monkeypatch):
+    monkeypatch.setenv("UIPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    results = _run(datasets_root, tmp_path)
+    on_disk = pd.read_csv(tmp_path / "run" / RESULTS_FILE)
+    assert len(on_disk) == len(results) > 0
+    cells = results[["system", "model", "aggregation", "train_size", "seed"]].drop_duplicates()
+    # 2 systems x 2 sizes x 2 seeds x (raw + 2 aggregations)
+    assert len(cells) == 2 * 2 * 2 * 3
+    mae = results[results.metric == "energy_mae_mev_per_atom"]
+    assert np.all(np.isfinite(mae.value)) and np.all(mae.value >= 0)
+    assert set(results.metric) >= {"energy_mae_mev_per_atom", "relative_energy_mae_mev", "spearman_within_composition",
+                                   "lowest_found_fraction", "force_mae_ev_per_angstrom"}
+    preds = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert {"n_ss_pairs", "energy_ref", "energy_pred", "std"} <= set(preds.columns)
+
+
+def test_resumed_sweep_recomputes_nothing(datasets_root, fake_backbone, tmp_path, monkeypatch):
+    monkeypatch.setenv("UIPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    first = _run(datasets_root, tmp_path)
+    calls = []
+    original = sweep_module.run_task
+    monkeypatch.setattr(sweep_module, "run_task", lambda task: calls.append(task) or original(task))
+    second = _run(datasets_root, tmp_path)
+    assert calls == [], "no task re-run"
+    pd.testing.assert_frame_equal(first.reset_index(drop=True), second.reset_index(drop=True), check_dtype=False)
+    # extending the sweep by one seed computes only the new cells
+    third = _run(datasets_root, tmp_path, seeds=[0, 1, 2])
+    assert calls and all(set(t.splits) == {0, 1, 2} for t in calls)
+    new = third[~third.index.isin(range(len(first)))]
+    assert set(new.seed) == {2}
+
+
+def test_bad_input_is_a_clear_error(datasets_root, fake_backbone, tmp_path):
+    with pytest.raises(ValueError, match="unknown backbone 'nonet'"):
+        _run(datasets_root, tmp_path, backbones=["nonet"])
+    with pytest.raises(ValueError, match="unknown system.*pt-s"):
+        _run(datasets_root, tmp_path, systems=["pt-s"])
+    with pytest.raises(ValueError, match="training size 50 is larger than the 8 training structures of cu-s"):
+        _run(datasets_root, tmp_path, sizes=[50])
+    (tmp_path / "run").mkdir(exist_ok=True)
+    (tmp_path / "run" / RESULTS_FILE).write_text("")
+    with pytest.raises(ValueError, match="corrupt results file"):
+        _run(datasets_root, tmp_path)

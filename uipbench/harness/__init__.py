@@ -1,0 +1,1 @@
+"""The comparison harness: sweeps over backbones, systems, aggregations, sizes and seeds."""

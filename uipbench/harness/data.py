@@ -1,0 +1,117 @@
+"""What a sweep works on: the reference data of each system and each backbone's view of it."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from ..adapters.registry import load_backbone
+from ..cache import EmbeddingCache, cached_embed
+from ..datasets.io import STRUCTURES_FILE, group_key, load, system_dir, train_test_split
+from ..datasets.protocol import SYSTEMS
+from .metrics import count_s_s_pairs
+
+POOLED = "all"
+
+
+@dataclass
+class SystemData:
+    """Reference (DFT) data of one system, or of all systems pooled."""
+
+    name: str
+    structures: list[Atoms]
+    members: list[str]  # the shipped systems it is made of
+    system_of: list[str]  # per structure
+    file_sha256: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.energy = np.array([a.get_potential_energy() for a in self.structures])
+        self.forces = [a.get_forces() for a in self.structures]
+        self.n_atoms = np.array([len(a) for a in self.structures])
+        self.groups = [f"{s}:{group_key(a)}" for s, a in zip(self.system_of, self.structures)]
+        self.n_ss_pairs = np.array([count_s_s_pairs(a.numbers, a.get_all_distances(mic=True))
+                                    for a in self.structures])
+        self.ids = [str(a.info.get("plan_id", i)) for i, a in enumerate(self.structures)]
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    def split(self, seed: int, test_fraction: float) -> tuple[list[int], list[int]]:
+        """Train order (nested prefixes give the training sets) and test indices.
+
+        Pooled data: each member system is split on its own with the same seed, and the
+        training orders are interleaved so small training sets draw from every system.
+        """
+        per_system = []
+        for member in self.members:
+            idx = [i for i, s in enumerate(self.system_of) if s == member]
+            train, test = train_test_split(idx, test_fraction=test_fraction, seed=seed)
+            order = np.random.default_rng(seed).permutation(len(train))
+            per_system.append(([idx[train[j]] for j in order], [idx[t] for t in test]))
+        train_order = [i for group in _interleave([t for t, _ in per_system]) for i in group]
+        test = sorted(i for _, t in per_system for i in t)
+        return train_order, test
+
+
+def _interleave(lists: list[list[int]]) -> list[list[int]]:
+    out = []
+    for k in range(max((len(x) for x in lists), default=0)):
+        out.append([x[k] for x in lists if k < len(x)])
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_systems(names: list[str], root: Path | None = None) -> dict[str, SystemData]:
+    """The named systems (``all`` pools every shipped system); unknown names are a clear error."""
+    unknown = [n for n in names if n != POOLED and n not in SYSTEMS]
+    if unknown:
+        raise ValueError(f"unknown system(s) {', '.join(unknown)}; known: {', '.join([*SYSTEMS, POOLED])}")
+    members = [s for s in SYSTEMS if s in names
+               or (POOLED in names and (system_dir(s, root) / STRUCTURES_FILE).exists())]
+    loaded = {s: load(s, root) for s in members}
+    shas = {s: file_sha256(system_dir(s, root) / STRUCTURES_FILE) for s in members}
+    out = {}
+    for name in names:
+        parts = [m for m in members if loaded[m]] if name == POOLED else [name]
+        structures = [a for p in parts for a in loaded[p]]
+        if not structures:
+            raise ValueError(f"system {name} has no labelled structures")
+        out[name] = SystemData(name, structures, parts, [p for p in parts for _ in loaded[p]],
+                               {p: shas[p] for p in parts})
+    return out
+
+
+@dataclass
+class BackboneView:
+    """A backbone's energies, forces and embeddings of every structure of the sweep (by structure hash)."""
+
+    name: str
+    metadata: dict
+    energy: dict[str, float]
+    forces: dict[str, np.ndarray]
+    embedding: dict[str, np.ndarray]
+
+
+def embed_systems(backbone_name: str, systems: dict[str, SystemData], cache: EmbeddingCache | None = None) -> BackboneView:
+    """Embed every distinct structure once (cache first, then one worker call)."""
+    from ..datasets.io import structure_hash
+
+    unique: dict[str, Atoms] = {}
+    for data in systems.values():
+        for atoms in data.structures:
+            unique.setdefault(structure_hash(atoms), atoms)
+    keys = list(unique)
+    backbone = load_backbone(backbone_name)
+    batch = cached_embed(backbone, [unique[k] for k in keys], cache, forces=True)
+    return BackboneView(
+        backbone_name, batch.metadata.to_dict(),
+        {k: s.energy for k, s in zip(keys, batch.structures)},
+        {k: s.forces for k, s in zip(keys, batch.structures)},
+        {k: s.embedding for k, s in zip(keys, batch.structures)},
+    )
