@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 envs: $(VENV)/.installed
 	$(UIPBENCH) env sync
 
-demo: envs
+demo: $(VENV)/.installed
 	$(UIPBENCH) demo
 
 test: envs

@@ -102,13 +102,48 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import format_rows, run_demo
+def _sizes(values: list[str] | None) -> list[int | str] | None:
+    if not values:
+        return None
+    try:
+        return [v if v == "max" else int(v) for v in values]
+    except ValueError:
+        raise ValueError(f"training sizes are integers or 'max', got {values}") from None
 
-    rows = run_demo()
-    if not rows:
-        raise RuntimeError("nothing to embed: no shipped dataset or no backbone with weights")
-    print(format_rows(rows))
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .harness.sweep import sweep
+    from .report.tables import headline, headline_markdown
+
+    results = sweep(args.backbones, args.systems, aggregations=args.aggregations, sizes=_sizes(args.sizes),
+                    seeds=args.seeds, descriptors=args.descriptors, test_fraction=args.test_fraction,
+                    out=args.out, workers=args.workers, command=["uipbench", *sys.argv[1:]])
+    print(headline_markdown(headline(results)))
+    print(f"results: {args.out}/results.csv")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report.render import write_report
+
+    path = write_report(args.run, args.out)
+    print(f"report: {path} (and {path.with_suffix('.html')})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    from .harness.sweep import sweep
+    from .report.render import write_report
+    from .report.tables import headline, headline_markdown
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    results = sweep(out=out, command=["uipbench", "demo"])
+    path = write_report(out)
+    print(headline_markdown(headline(results)))
+    print(f"\nuipbench demo: {time.perf_counter() - start:.0f} s; report: {path} (HTML: {path.with_suffix('.html')})")
     return 0
 
 
@@ -154,7 +189,27 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--no-cache", action="store_true")
     embed.set_defaults(func=_cmd_embed)
 
+    from .harness.sweep import AGGREGATIONS, DEFAULT_SEEDS, DESCRIPTORS
+
+    sw = sub.add_parser("sweep", help="compare backbones raw and Δ-corrected (resumable)")
+    sw.add_argument("--backbones", nargs="*", help="default: every backbone whose weights are present")
+    sw.add_argument("--systems", nargs="*", help="default: every shipped system and 'all' (pooled)")
+    sw.add_argument("--aggregations", nargs="*", default=list(AGGREGATIONS))
+    sw.add_argument("--descriptors", nargs="*", default=list(DESCRIPTORS))
+    sw.add_argument("--sizes", nargs="*", help="training sizes (integers or 'max'); default 5 10 20 40 max")
+    sw.add_argument("--seeds", nargs="*", type=int, default=list(DEFAULT_SEEDS))
+    sw.add_argument("--test-fraction", type=float, default=0.25)
+    sw.add_argument("--workers", type=int, default=2, help="local processes for the Δ-fits")
+    sw.add_argument("--out", type=Path, default=Path("reports/sweep"), help="results folder (resumed if present)")
+    sw.set_defaults(func=_cmd_sweep)
+
+    rep = sub.add_parser("report", help="Markdown + HTML report with tables and figures of a sweep")
+    rep.add_argument("run", type=Path, help="results folder of a sweep")
+    rep.add_argument("--out", type=Path, default=None, help="where to write (default: the results folder)")
+    rep.set_defaults(func=_cmd_report)
+
     demo = sub.add_parser("demo", help="the main job on the shipped data (what `make demo` runs)")
+    demo.add_argument("--out", default="reports/demo")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -97,3 +97,28 @@ def test_bad_input_is_a_clear_error(datasets_root, fake_backbone, tmp_path):
     (tmp_path / "run" / RESULTS_FILE).write_text("")
     with pytest.raises(ValueError, match="corrupt results file"):
         _run(datasets_root, tmp_path)
+
+
+def test_report_writes_markdown_html_tables_and_figures(datasets_root, fake_backbone, tmp_path, monkeypatch):
+    from uipbench.report.render import write_report
+
+    monkeypatch.setenv("UIPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    _run(datasets_root, tmp_path, descriptors=["embedding", "soap"])
+    path = write_report(tmp_path / "run")
+    text = path.read_text()
+    assert "## Headline" in text and "| chgnet-0.3.0 | cu-s |" in text
+    for name in ("learning_curves", "heatmap", "parity", "s_s_diagnosis"):
+        for ext in ("png", "svg"):
+            assert (tmp_path / "run" / "figures" / f"{name}.{ext}").stat().st_size > 1000
+    assert (tmp_path / "run" / "tables" / "headline.csv").exists()
+    assert "<table>" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_report_of_empty_results_is_a_clear_error(tmp_path):
+    from uipbench.report.render import ReportError, write_report
+
+    (tmp_path / "results.csv").write_text("")
+    with pytest.raises(ReportError, match="results file is empty"):
+        write_report(tmp_path)
+    with pytest.raises(ReportError, match="no results file"):
+        write_report(tmp_path / "nothing")

@@ -66,21 +66,34 @@ def _default_dtype(dtype: "torch.dtype") -> Iterator[None]:
         torch.set_default_dtype(before)
 
 
+@contextlib.contextmanager
+def _e3nn_jit_disabled() -> Iterator[None]:
+    """e3nn builds its generated code without TorchScript-compiling it (same numbers, much faster)."""
+    import e3nn
+
+    before = e3nn.get_optimization_defaults()["jit_script_fx"]
+    e3nn.set_optimization_defaults(jit_script_fx=False)
+    try:
+        yield
+    finally:
+        e3nn.set_optimization_defaults(jit_script_fx=before)
+
+
 def import_mace() -> SimpleNamespace:
     """Import the parts of ``mace`` the adapter uses, with the torch 2.13 workarounds."""
     import torch
 
     torch.serialization.add_safe_globals([slice])  # e3nn 0.4.4 constants.pt holds slices
-    with _restored_env(_NO_WEIGHTS_ONLY):
+    # mace prints a cuequivariance notice on stdout at import: keep stdout clean for worker protocols
+    with _restored_env(_NO_WEIGHTS_ONLY), contextlib.redirect_stdout(sys.stderr):
         from e3nn import o3
         from mace import data, modules
         from mace.calculators import MACECalculator
         from mace.calculators.foundations_models import download_mace_mp_checkpoint
         from mace.tools import torch_geometric, utils
-        from mace.tools.compile import disable_e3nn_codegen
     return SimpleNamespace(o3=o3, data=data, modules=modules, MACECalculator=MACECalculator,
                            download=download_mace_mp_checkpoint, torch_geometric=torch_geometric,
-                           utils=utils, disable_e3nn_codegen=disable_e3nn_codegen)
+                           utils=utils)
 
 
 def package_cache_path(card: BackboneCard) -> Path:
@@ -123,10 +136,12 @@ def _checked_digest(card: BackboneCard, path: Path) -> str:
 
 
 def _load_model_file(path: Path) -> "torch.nn.Module":
-    """Unpickle a ``.model`` file (a whole pickled nn.Module: weights_only=True cannot load it)."""
+    """Unpickle a ``.model`` file: a whole pickled nn.Module, which weights_only=True cannot load,
+    so this runs only on a file whose sha256 has been checked (or recorded)."""
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    with _e3nn_jit_disabled():
+        return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def build_random_model(card: BackboneCard, seed: int, mace: SimpleNamespace) -> "torch.nn.Module":
@@ -142,7 +157,7 @@ def build_random_model(card: BackboneCard, seed: int, mace: SimpleNamespace) -> 
         raise CardError(f"{card.path}: random_weights needs an [architecture] table")
     numbers = sorted(MPTRJ_NUMBERS)
     interactions = mace.modules.interaction_classes
-    with _default_dtype(torch.float64), torch.random.fork_rng(devices=[]), mace.disable_e3nn_codegen():
+    with _default_dtype(torch.float64), torch.random.fork_rng(devices=[]), _e3nn_jit_disabled():
         torch.manual_seed(seed)
         model = getattr(mace.modules, arch["model"])(
             r_max=float(arch["r_max"]), num_bessel=int(arch["num_bessel"]),
@@ -184,6 +199,8 @@ class MaceBackbone(Backbone):
         self.card = card
         self._mace = mace
         self.model = model.to(torch.float64).eval()
+        for param in self.model.parameters():
+            param.requires_grad_(False)
         self._weights_sha256 = weights_sha256
         self._columns = torch.tensor(scalar_channels(self.model, mace.o3), dtype=torch.long)
         self._numbers = frozenset(int(z) for z in self.model.atomic_numbers)

@@ -252,13 +252,16 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
           aggregations: Sequence[str] = AGGREGATIONS, sizes: Sequence[int | str] | None = None,
           seeds: Sequence[int] = DEFAULT_SEEDS, descriptors: Sequence[str] = DESCRIPTORS,
           test_fraction: float = 0.25, gpr: dict[str, Any] | None = None, out: str | Path | None = None,
-          executor: Executor | None = None, cache: EmbeddingCache | None = None, progress: bool = True,
+          executor: Executor | None = None, workers: int = 2, cache: EmbeddingCache | None = None,
+          progress: bool = True,
           command: list[str] | None = None, datasets_root: Path | None = None) -> pd.DataFrame:
     """Run (or resume) a sweep and return its tidy results table.
 
     ``backbones``: default every backbone whose weights are present; ``systems``: default
     every shipped system alone plus ``all`` pooled.  ``out``: folder for results.csv,
     predictions.csv and metadata.json (resumable); ``None`` keeps results in memory.
+    ``executor``: any ``concurrent.futures.Executor`` (Dask, submitit, ...); default
+    ``workers`` local processes.
     """
     from ..adapters.card import get_card
     from ..adapters.registry import available_backbones
@@ -312,7 +315,7 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
         write_json_atomic(out_path / METADATA_FILE, _metadata(config, data, views, command, datasets_root))
 
     own = executor is None
-    executor = executor or ProcessPoolExecutor(max_workers=2)
+    executor = executor or ProcessPoolExecutor(max_workers=max(1, workers))
     try:
         futures = [executor.submit(run_task, t) for t in tasks]
         bar = tqdm(total=len(futures), desc="sweep", unit="task", disable=not progress, file=sys.stderr)

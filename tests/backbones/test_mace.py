@@ -1,0 +1,160 @@
+"""MACE-MP-0 adapter, run inside the ``mace`` environment (skipped elsewhere).
+
+Random weights on the real MACE-MP-0 medium architecture; the real-weights test
+skips, naming the file and the variable to set, when the weights are absent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+# Like pytest.importorskip("mace"), without importing mace before the adapter does: mace's
+# __init__ sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for the process, which the adapter undoes.
+if importlib.util.find_spec("mace") is None:
+    pytest.skip("mace-torch is not installed here: run inside the mace environment", allow_module_level=True)
+
+NO_WEIGHTS_ONLY_BEFORE = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+
+import torch  # noqa: E402
+from ase import Atoms  # noqa: E402
+from ase.build import add_adsorbate, fcc111  # noqa: E402
+
+from uipbench.adapters import mace as adapter  # noqa: E402
+from uipbench.adapters.base import BackboneInputError, check_conformance  # noqa: E402
+from uipbench.adapters.card import WeightsError, get_card  # noqa: E402
+
+CARD = get_card("mace-mp-0-medium")
+
+
+def cu_s_slab(sites: tuple[str, ...] = ("fcc",), layers: int = 3) -> Atoms:
+    """2x2 Cu(111) slab with S adatoms, pbc=(T,T,F), 6 Å of vacuum on each side."""
+    slab = fcc111("Cu", size=(2, 2, layers), vacuum=6.0)
+    for site in sites:
+        add_adsorbate(slab, "S", 1.6, site)
+    return slab
+
+
+@pytest.fixture(scope="module")
+def backbone() -> adapter.MaceBackbone:
+    return adapter.load(CARD, random_weights=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def structures() -> list[Atoms]:
+    return [cu_s_slab(), cu_s_slab(("fcc", "hcp"), layers=2)]
+
+
+def test_real_architecture_and_card(backbone):
+    meta = backbone.metadata()
+    assert meta.width == CARD.embedding_width == 256
+    assert meta.weights_sha256 == "random:seed=0"
+    assert sum(p.numel() for p in backbone.model.parameters()) == 4_688_656  # MACE-MP-0 medium
+    assert [str(p.linear.irreps_out) for p in backbone.model.products] == ["128x0e+128x1o", "128x0e"]
+    assert backbone.supported_numbers == adapter.MPTRJ_NUMBERS and len(backbone.supported_numbers) == 89
+    assert float(backbone.model.r_max) == CARD.cutoff == 6.0
+
+
+def test_import_leaves_torch_load_weights_only(backbone):
+    assert os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") == NO_WEIGHTS_ONLY_BEFORE
+
+
+def test_conformance(backbone, structures):
+    check_conformance(backbone, structures)
+
+
+def test_energy_forces_and_descriptors_match_package_calculator(backbone, structures):
+    emb = backbone.embed(structures[1:], forces=True)[0]
+    atoms = backbone.prepare(structures[1])
+    calc = backbone.calculator()
+    atoms.calc = calc
+    assert abs(atoms.get_potential_energy() - emb.energy) < 1e-5
+    np.testing.assert_allclose(atoms.get_forces(), emb.forces, atol=1e-6)
+    np.testing.assert_allclose(calc.get_descriptors(atoms, invariants_only=True), emb.embedding, atol=1e-8)
+
+
+def test_differentiable_forces_are_energy_gradient(backbone, structures):
+    out = backbone.forward_differentiable(structures[1])
+    assert out.forces is None  # MACE forces are -dE/dr
+    (grad,) = torch.autograd.grad(out.energy, out.positions)
+    reference = backbone.embed(structures[1:], forces=True)[0].forces
+    np.testing.assert_allclose(-grad.numpy(), reference, atol=1e-8)
+
+
+def test_slab_equals_fully_periodic_slab(backbone):
+    slab = cu_s_slab()
+    periodic = slab.copy()
+    periodic.pbc = True
+    a, b = backbone.embed([slab, periodic]).structures
+    assert abs(a.energy - b.energy) < 1e-10
+    np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-10)
+    assert tuple(slab.pbc) == (True, True, False)  # input untouched
+
+
+def _og(atoms: Atoms) -> Atoms:
+    atoms = atoms.copy()
+    atoms.numbers[-1] = 118
+    return atoms
+
+
+def _nan(atoms: Atoms) -> Atoms:
+    atoms = atoms.copy()
+    atoms.positions[0, 0] = np.nan
+    return atoms
+
+
+def _no_cell(atoms: Atoms) -> Atoms:
+    return Atoms(atoms.symbols, positions=atoms.positions)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (_og, "element.*Og.*not supported"),
+    (lambda a: Atoms(cell=a.cell, pbc=a.pbc), "empty structure"),
+    (_nan, "NaN"),
+    (_no_cell, "no 3D cell"),
+])
+def test_bad_inputs_raise(backbone, make, message):
+    bad = make(cu_s_slab())
+    with pytest.raises(BackboneInputError, match=message):
+        backbone.embed([bad])
+    with pytest.raises(BackboneInputError, match=message):
+        backbone.forward_differentiable(bad)
+
+
+def test_missing_weights_name_file_and_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv(CARD.weights_env_var, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(WeightsError, match=f"2023-12-03-mace-128-L1_epoch-199.model.*{CARD.weights_env_var}"):
+        adapter.load(CARD, download=False)
+    with pytest.raises(WeightsError, match="not found"):
+        adapter.load(CARD, tmp_path / "absent.model")
+
+
+def test_weights_file_is_checked_and_recorded(backbone, structures, monkeypatch, tmp_path):
+    """The file path end to end, with the random model saved the way mace saves models."""
+    path = tmp_path / "model.model"
+    torch.save(backbone.model, path)
+    monkeypatch.setenv(CARD.weights_env_var, str(path))
+    with pytest.warns(UserWarning, match="pins no sha256"):
+        loaded = adapter.load(CARD, download=False)
+    digest = loaded.metadata().weights_sha256
+    assert len(digest) == 64 and digest != backbone.metadata().weights_sha256
+    assert loaded.embed(structures[:1])[0].energy == backbone.embed(structures[:1])[0].energy
+    wrong = dataclasses.replace(CARD, weights={**CARD.weights, "sha256": "0" * 64})
+    with pytest.raises(WeightsError, match="sha256"):
+        adapter.load(wrong, path)
+
+
+@pytest.mark.real_weights
+def test_real_weights(structures):
+    path = adapter.find_weights(CARD)
+    if path is None or not path.is_file():
+        pytest.skip(adapter.missing_weights_message(CARD))
+    backbone = adapter.load(CARD, download=False)
+    batch = backbone.embed(structures[:1])
+    assert len(batch.metadata.weights_sha256) == 64
+    assert batch[0].embedding.shape == (len(structures[0]), 256)
+    assert -5.0 < batch[0].energy / len(structures[0]) < -2.0  # Cu-S slab: a few eV per atom

@@ -1,0 +1,1 @@
+"""Reports of sweep results: tables, figures, Markdown and HTML."""
