@@ -42,6 +42,12 @@ class EmbeddingCache:
 
     def get(self, identity: tuple[str, str, int], atoms: Atoms, forces: bool = False) -> StructureEmbedding | None:
         """The cached embedding of ``atoms`` for backbone ``identity`` = (name, weights sha256, width)."""
+        found = self.lookup(identity, atoms, forces)
+        return found[0] if found else None
+
+    def lookup(self, identity: tuple[str, str, int], atoms: Atoms,
+               forces: bool = False) -> tuple[StructureEmbedding, EmbeddingMetadata] | None:
+        """The cached embedding and the metadata it was stored with, or ``None`` (miss or unusable file)."""
         backbone, sha256, width = identity
         key = structure_hash(atoms)
         path = self.path(identity, key)
@@ -76,8 +82,7 @@ class EmbeddingCache:
             return None
         if forces and entry.forces is None:
             return None
-        entry.metadata = EmbeddingMetadata.from_dict(stored)  # type: ignore[attr-defined]
-        return entry
+        return entry, EmbeddingMetadata.from_dict(stored)
 
     def put(self, metadata: EmbeddingMetadata, atoms: Atoms, entry: StructureEmbedding) -> Path:
         key = structure_hash(atoms)
@@ -100,9 +105,10 @@ def cached_embed(backbone: Backbone, structures: Sequence[Atoms], cache: Embeddi
     """``backbone.embed`` with the cache in front: only the misses are computed (in one batch)."""
     cache = cache or EmbeddingCache()
     identity = backbone.weights_identity()
-    found = [cache.get(identity, a, forces) for a in structures]
+    hits = [cache.lookup(identity, a, forces) for a in structures]
+    found = [hit[0] if hit else None for hit in hits]
     missing = [i for i, entry in enumerate(found) if entry is None]
-    metadata = None
+    metadata = next((hit[1] for hit in hits if hit), None)
     if missing:
         batch = backbone.embed([structures[i] for i in missing], forces=forces)
         metadata = batch.metadata
@@ -110,6 +116,5 @@ def cached_embed(backbone: Backbone, structures: Sequence[Atoms], cache: Embeddi
             cache.put(metadata, structures[i], entry)
             found[i] = entry
     if metadata is None:
-        metadata = getattr(found[0], "metadata", None) if found else None
-        metadata = metadata or backbone.metadata()
+        metadata = backbone.metadata()
     return EmbeddingBatch(list(found), metadata)  # type: ignore[arg-type]

@@ -268,7 +268,7 @@ def check_conformance(backbone: Backbone, structures: Sequence[Atoms], atol: flo
         assert a.energy == b.energy and np.array_equal(a.embedding, b.embedding), "repeat calls differ"
     out = backbone.forward_differentiable(structures[0])
     assert out.embedding.shape == (len(structures[0]), width)
-    assert abs(float(out.energy) - batch.structures[0].energy) < atol, "differentiable energy != embed energy"
+    assert abs(out.energy.item() - batch.structures[0].energy) < atol, "differentiable energy != embed energy"
     np.testing.assert_allclose(out.embedding.detach().cpu().double().numpy(), batch.structures[0].embedding,
                                atol=atol, err_msg="differentiable embedding != embed embedding")
     (grad,) = torch.autograd.grad(out.embedding.sum(), out.positions, allow_unused=True)

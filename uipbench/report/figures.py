@@ -150,6 +150,7 @@ def s_s_diagnosis(results: pd.DataFrame, predictions: pd.DataFrame, out: Path) -
                 ax.errorbar(g.index, g["mean"], yerr=g["sem"].fillna(0), color=colour, ls=ls, marker="o", ms=3,
                             capsize=2, label=f"{r.backbone} {model}")
         ax.axhline(0, color="k", lw=0.6)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(system, fontsize=10)
         ax.set_xlabel("S–S pairs in the structure (< 2.4 Å)")
         if j == 0:
