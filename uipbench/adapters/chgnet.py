@@ -30,11 +30,12 @@ def _package_weights(card: BackboneCard) -> Path:
 
 
 class CHGNetBackbone(Backbone):
-    def __init__(self, card: BackboneCard, model, weights_sha256: str) -> None:
+    def __init__(self, card: BackboneCard, model, weights_sha256: str, precision: str = "float32") -> None:
         from pymatgen.io.ase import AseAtomsAdaptor
 
         self.card = card
-        self.model = model.to(torch.float32).eval()
+        self.dtype = _dtype(precision)
+        self.model = model.to(self.dtype).eval()
         if not getattr(self.model, "mlp_first", True):
             raise RuntimeError(f"{card.name}: expected a CHGNet with mlp_first=True (site-wise energy readout)")
         self._weights_sha256 = weights_sha256
@@ -50,16 +51,27 @@ class CHGNetBackbone(Backbone):
             backbone=self.card.name, package="chgnet", package_version=md.version("chgnet"),
             weights_sha256=self._weights_sha256, layer=self.card.embedding_layer,
             width=self.card.embedding_width, dtype="float64", device="cpu",
-            versions={"torch": torch.__version__, "chgnet": md.version("chgnet")},
+            versions={"torch": torch.__version__, "chgnet": md.version("chgnet"),
+                      "model_precision": str(self.dtype).removeprefix("torch.")},
         )
 
     def calculator(self):
+        """chgnet's own ASE calculator on this model (a float32 copy: chgnet's graphs are float32)."""
+        import copy
+
         from chgnet.model.dynamics import CHGNetCalculator
 
-        return CHGNetCalculator(model=self.model, use_device="cpu")
+        model = self.model if self.dtype == torch.float32 else copy.deepcopy(self.model).float()
+        return CHGNetCalculator(model=model, use_device="cpu")
 
     def _graphs(self, structures: list[Atoms]):
-        return [self.model.graph_converter(self._adaptor.get_structure(a)) for a in structures]
+        graphs = [self.model.graph_converter(self._adaptor.get_structure(a)) for a in structures]
+        if self.dtype != torch.float32:  # chgnet builds its graphs in float32
+            for g in graphs:
+                g.atom_frac_coord = g.atom_frac_coord.detach().to(self.dtype).requires_grad_(True)
+                g.lattice = g.lattice.detach().to(self.dtype).requires_grad_(True)
+                g.neighbor_image = g.neighbor_image.to(self.dtype)
+        return graphs
 
     def _run(self, graphs) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Total energies, per-structure embeddings and Cartesian positions, all in one graph."""
@@ -69,7 +81,8 @@ class CHGNetBackbone(Backbone):
         captured: list[torch.Tensor] = []
         hook = model.mlp.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
         try:
-            comp = 0 if model.composition_model is None else model.composition_model(graphs)
+            comp = 0 if model.composition_model is None else model.composition_model.fc(
+                model.composition_model._assemble_graphs(graphs).to(self.dtype)).view(-1)
             batched = BatchedGraph.from_graphs(graphs, bond_basis_expansion=model.bond_basis_expansion,
                                                angle_basis_expansion=model.angle_basis_expansion,
                                                compute_stress=False)
@@ -101,14 +114,20 @@ class CHGNetBackbone(Backbone):
                                     numbers=prepared.numbers.astype(np.int64))
 
 
+def _dtype(precision: str) -> "torch.dtype":
+    if precision not in ("float32", "float64"):
+        raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
+    return getattr(torch, precision)
+
+
 def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False,
-         seed: int = 0) -> CHGNetBackbone:
+         seed: int = 0, precision: str = "float32") -> CHGNetBackbone:
     """CHGNet from the wheel's weights (or a local file named by argument / the card's variable)."""
     from chgnet.model import CHGNet
 
     if random_weights:
         torch.manual_seed(seed)
-        return CHGNetBackbone(card, CHGNet(), "random")
+        return CHGNetBackbone(card, CHGNet(), "random", precision)
     path = card.local_weights(weights)
     if path is None:
         path = _package_weights(card)
@@ -120,4 +139,4 @@ def load(card: BackboneCard, weights: Path | None = None, *, random_weights: boo
     state = torch.load(path, map_location="cpu", weights_only=True)
     kwargs = dict(card.weights.get("model_kwargs", {}))
     model = CHGNet.from_dict(state["model"], version=card.weights.get("model_name"), **kwargs)
-    return CHGNetBackbone(card, model, digest)
+    return CHGNetBackbone(card, model, digest, precision)

@@ -33,7 +33,7 @@ def importable_here(card: BackboneCard) -> bool:
 
 
 def load_backbone(name: str, weights: str | os.PathLike | None = None, *, random_weights: bool = False,
-                  in_process: bool | None = None) -> Backbone:
+                  in_process: bool | None = None, precision: str | None = None) -> Backbone:
     """The adapter of backbone ``name``.
 
     In-process (with the differentiable path) when the backbone's package is importable
@@ -45,7 +45,8 @@ def load_backbone(name: str, weights: str | os.PathLike | None = None, *, random
     local = importable_here(card) if in_process is None else in_process
     if local:
         module = importlib.import_module(module_name)
-        return module.load(card, Path(weights) if weights else None, random_weights=random_weights)
+        options = {"precision": precision} if precision else {}
+        return module.load(card, Path(weights) if weights else None, random_weights=random_weights, **options)
     from .remote import RemoteBackbone
 
     return RemoteBackbone(card, weights=Path(weights) if weights else None, random_weights=random_weights)

@@ -11,6 +11,7 @@ does), so energy and embedding stay connected to the positions.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 from pathlib import Path
 
@@ -34,9 +35,14 @@ def _package_weights(card: BackboneCard) -> Path:
 
 class SevenNetBackbone(Backbone):
     def __init__(self, card: BackboneCard, model, cutoff: float, type_map: dict[int, int],
-                 weights_sha256: str) -> None:
+                 weights_sha256: str, precision: str = "float32", calculator_model=None) -> None:
+        if precision not in ("float32", "float64"):
+            raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
         self.card = card
-        self.model = model.eval()
+        self.dtype = getattr(torch, precision)
+        self.model = model.to(self.dtype).eval()
+        # sevenn's calculator runs float32 graphs: it gets the float32 model when this one is float64
+        self._calculator_model = calculator_model if calculator_model is not None else self.model
         self.model.set_is_batch_data(True)
         self._cutoff = float(cutoff)
         self._numbers = frozenset(int(z) for z in type_map)
@@ -60,15 +66,17 @@ class SevenNetBackbone(Backbone):
             backbone=self.card.name, package="sevenn", package_version=md.version("sevenn"),
             weights_sha256=self._weights_sha256, layer=self.card.embedding_layer,
             width=self.card.embedding_width, dtype="float64", device="cpu",
-            versions={"torch": torch.__version__, "sevenn": md.version("sevenn"), "e3nn": md.version("e3nn")},
+            versions={"torch": torch.__version__, "sevenn": md.version("sevenn"), "e3nn": md.version("e3nn"),
+                      "model_precision": str(self.dtype).removeprefix("torch.")},
         )
 
     def calculator(self):
+        """sevenn's own ASE calculator on this model (float32, as sevenn builds its graphs)."""
         import copy
 
         from sevenn.calculator import SevenNetCalculator
 
-        model = copy.deepcopy(self.model)
+        model = copy.deepcopy(self._calculator_model)
         model.set_is_batch_data(False)
         return SevenNetCalculator(model=model, file_type="model_instance", device="cpu")
 
@@ -79,14 +87,14 @@ class SevenNetBackbone(Backbone):
 
         graph = unlabeled_atoms_to_graph(atoms, self._cutoff, with_shift=True)
         edge_idx = torch.as_tensor(graph[KEY.EDGE_IDX], dtype=torch.int64)
-        shift = torch.as_tensor(graph[KEY.CELL_SHIFT], dtype=torch.float32)
-        cell = torch.as_tensor(np.asarray(atoms.cell.array), dtype=torch.float32)
+        shift = torch.as_tensor(graph[KEY.CELL_SHIFT], dtype=self.dtype)
+        cell = torch.as_tensor(np.asarray(atoms.cell.array), dtype=self.dtype)
         edge_vec = pos[edge_idx[1]] - pos[edge_idx[0]] + shift @ cell
         numbers = torch.as_tensor(atoms.numbers, dtype=torch.int64)
         data = {
             KEY.NODE_FEATURE: numbers, KEY.ATOMIC_NUMBERS: numbers, KEY.POS: pos,
             KEY.EDGE_IDX: edge_idx, KEY.EDGE_VEC: edge_vec, KEY.CELL: cell, KEY.CELL_SHIFT: shift,
-            KEY.CELL_VOLUME: torch.tensor(float(atoms.cell.volume)),
+            KEY.CELL_VOLUME: torch.tensor(float(atoms.cell.volume), dtype=self.dtype),
             KEY.NUM_ATOMS: torch.tensor(len(atoms)), KEY.INFO: {},
         }
         return AtomGraphData(**data)
@@ -104,11 +112,15 @@ class SevenNetBackbone(Backbone):
             if i == self._readout_index:
                 embedding = data[KEY.NODE_FEATURE]
             data = module(data)
+            if self.dtype != torch.float32:  # sevenn's one-hot embedding is float32 whatever the model
+                for key in (KEY.NODE_FEATURE, KEY.NODE_ATTR):
+                    if key in data and data[key].dtype == torch.float32:
+                        data[key] = data[key].to(self.dtype)
         counts = [len(a) for a in structures]
         return data[KEY.PRED_TOTAL_ENERGY].reshape(-1), list(torch.split(embedding, counts))
 
     def _embed_batch(self, structures: list[Atoms], forces: bool) -> list[StructureEmbedding]:
-        positions = [torch.tensor(a.positions, dtype=torch.float32, requires_grad=forces) for a in structures]
+        positions = [torch.tensor(a.positions, dtype=self.dtype, requires_grad=forces) for a in structures]
         with torch.set_grad_enabled(forces):
             energy, embeddings = self._run(structures, positions)
             grads = torch.autograd.grad(energy.sum(), positions) if forces else [None] * len(structures)
@@ -120,14 +132,36 @@ class SevenNetBackbone(Backbone):
 
     def forward_differentiable(self, atoms: Atoms) -> DifferentiableOutput:
         prepared = self.prepare(atoms)
-        pos = torch.tensor(prepared.positions, dtype=torch.float32, requires_grad=True)
+        pos = torch.tensor(prepared.positions, dtype=self.dtype, requires_grad=True)
         energy, embeddings = self._run([prepared], [pos])
         return DifferentiableOutput(positions=pos, energy=energy[0], embedding=embeddings[0],
                                     numbers=prepared.numbers.astype(np.int64))
 
 
+@contextlib.contextmanager
+def _default_dtype(dtype: "torch.dtype"):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _rebuilt_in_float64(checkpoint, model32):
+    """The same model built with float64 as torch's default dtype (e3nn bakes constants in it),
+    carrying the float32 checkpoint's parameters."""
+    from sevenn.model_build import build_E3_equivariant_model
+
+    with _default_dtype(torch.float64):
+        model64 = build_E3_equivariant_model(checkpoint.config)
+    state = {k: v.double() if v.is_floating_point() else v for k, v in model32.state_dict().items()}
+    model64.load_state_dict(state, strict=True)
+    return model64
+
+
 def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False,
-         seed: int = 0) -> SevenNetBackbone:
+         seed: int = 0, precision: str = "float32") -> SevenNetBackbone:
     """SevenNet from the wheel's checkpoint (or a local file named by argument / the card's variable)."""
     import sevenn._keys as KEY
     from sevenn.util import load_checkpoint
@@ -141,10 +175,12 @@ def load(card: BackboneCard, weights: Path | None = None, *, random_weights: boo
     digest = verify_weights(card, path)
     # sevenn's own checkpoint loader (the checkpoint holds its config, so it cannot be weights-only)
     checkpoint = load_checkpoint(str(path))
-    model = checkpoint.build_model()
+    model32 = checkpoint.build_model()
     if random_weights:
         torch.manual_seed(seed)
-        for parameter in model.parameters():
+        for parameter in model32.parameters():
             torch.nn.init.normal_(parameter, std=0.1)
         digest = "random"
-    return SevenNetBackbone(card, model, checkpoint.config[KEY.CUTOFF], checkpoint.config[KEY.TYPE_MAP], digest)
+    model = _rebuilt_in_float64(checkpoint, model32) if precision == "float64" else model32
+    return SevenNetBackbone(card, model, checkpoint.config[KEY.CUTOFF], checkpoint.config[KEY.TYPE_MAP], digest,
+                            precision, calculator_model=model32)
