@@ -17,10 +17,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from .gpr import DeltaGPR
-
-
-class BackboneMismatchError(ValueError):
-    """A Δ-model is used with another backbone (or other weights) than it was fitted for."""
+from .io import BackboneMismatchError
 
 
 class DeltaCalculator(Calculator):

@@ -26,6 +26,8 @@ then the model is solved once on all data with those hyperparameters.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -36,6 +38,7 @@ import scipy.optimize
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from threadpoolctl import threadpool_limits
 
 from .aggregation import AGGREGATIONS, REDUCTIONS, Points, Structures, aggregate, aggregate_torch, \
     is_structure_list, structures_from_items
@@ -178,9 +181,14 @@ def _optimise(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], theta
     starts += [rng.uniform(bounds[:, 0], bounds[:, 1]) for _ in range(n_restarts)]
     best_theta, best_value = starts[0], np.inf
     for start in starts:
-        result = scipy.optimize.minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds)
-        if np.isfinite(result.fun) and result.fun < best_value:
-            best_theta, best_value = result.x, result.fun
+        # L-BFGS-B takes a unit step along -gradient first when every variable is bounded; scaling the
+        # objective so that the first gradient has norm <= 1 keeps that step inside the basin it starts in
+        scale = max(1.0, float(np.linalg.norm(objective(start)[1])))
+        scaled = lambda theta: tuple(v / scale for v in objective(theta))  # noqa: E731
+        result = scipy.optimize.minimize(scaled, start, jac=True, method="L-BFGS-B", bounds=bounds)
+        value = result.fun * scale
+        if np.isfinite(value) and value < best_value:
+            best_theta, best_value = result.x, value
     if not best_value < _FAILED:
         raise np.linalg.LinAlgError("hyperparameter optimisation failed: the kernel matrix could not be factorised "
                                     "at any start; widen noise_level_bounds or set optimize=False")
@@ -192,8 +200,8 @@ def _optimise(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], theta
 def select_inducing(points: Points, n_inducing: int, method: str, rng: np.random.RandomState) -> np.ndarray:
     """Indices of the inducing points among ``points``, stratified by species.
 
-    ``kmeans``: k-means on (a sample of at most 20 000 of) each species' points,
-    each centre snapped to its nearest training point; ``random``: a uniform draw.
+    ``kmeans``: k-means on (a sample of) each species' points, each centre snapped to its
+    nearest training point; ``random``: a uniform draw.
     Asking for at least as many points as there are gives all distinct points.
     """
     chosen: list[np.ndarray] = []
@@ -212,15 +220,34 @@ def select_inducing(points: Points, n_inducing: int, method: str, rng: np.random
 
 
 def _kmeans_indices(features: np.ndarray, group: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:
-    from sklearn.cluster import KMeans
+    """k-means++ seeding (one trial per centre) then 10 Lloyd iterations on a sample of at most
+    max(10 k, 2000) ≤ 10 000 points; each centre snapped to its nearest sampled training point."""
+    from sklearn.cluster import KMeans, kmeans_plusplus
 
-    sample = group if len(group) <= 20_000 else np.sort(rng.choice(group, 20_000, replace=False))
-    km = KMeans(n_clusters=k, n_init=1, max_iter=25, random_state=rng.randint(2**31 - 1)).fit(features[sample])
-    nearest = np.argmin(sq_dist(km.cluster_centers_, features[sample]), axis=1)
+    size = min(len(group), min(max(10 * k, 2000), 10_000))
+    sample = group if size == len(group) else np.sort(rng.choice(group, size, replace=False))
+    x = features[sample]
+    seed = rng.randint(2**31 - 1)
+    centres, _ = kmeans_plusplus(x, k, n_local_trials=1, random_state=seed)
+    km = KMeans(n_clusters=k, init=centres, n_init=1, max_iter=10, random_state=seed).fit(x)
+    nearest = np.argmin(sq_dist(km.cluster_centers_, x), axis=1)
     return np.unique(sample[nearest])
 
 
 # ----------------------------------------------------------------------------- estimator
+
+def _blas_limited(method: Callable) -> Callable:
+    """Run ``method`` with at most ``self.blas_threads`` BLAS/OpenMP threads (None: the defaults)."""
+
+    @functools.wraps(method)
+    def wrapper(self: "DeltaGPR", *args: Any, **kwargs: Any) -> Any:
+        limit = (contextlib.nullcontext() if self.blas_threads is None
+                 else threadpool_limits(limits=int(self.blas_threads)))
+        with limit:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
 
 class DeltaGPR(RegressorMixin, BaseEstimator):
     """Gaussian-process Δ-model on a backbone's per-atom embedding (see module doc).
@@ -240,9 +267,10 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
     prior_mean : {"mean", "zero"}
         Constant prior mean of the GP on what the offset leaves.
     amplitude, length_scale, noise_level : float or None
-        Kernel hyperparameters (start values when ``optimize``).  ``None``: the
-        variance of the targets over the mean kernel diagonal / the median distance
-        between training points.  ``noise_level`` is a variance in eV².
+        Kernel hyperparameters (start values when ``optimize``).  ``noise_level`` is a
+        variance in eV².  ``None``: the median distance between training points for the
+        length scale, the variance ``v`` of the targets (after offset and prior mean) over
+        the mean structure self-kernel for the amplitude, ``v / 100`` for the noise.
     amplitude_bounds, length_scale_bounds, noise_level_bounds : (float, float)
         Bounds for the optimisation.
     optimize : bool
@@ -264,17 +292,22 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         Cholesky factorisation fails; it grows tenfold up to 1e-2.
     random_state : int, RandomState or None
         For restarts, subsets and k-means.
+    blas_threads : int or None
+        BLAS and OpenMP threads inside fit/predict (threadpoolctl).  The default 1 is fastest on a
+        small or busy machine, where threaded BLAS on small matrices spins; None keeps
+        the BLAS default.
     """
 
     def __init__(self, aggregation: str = "global", *, reduce: str = "sum", same_species: bool = False,
                  standardize: bool = True, offset: bool = True, prior_mean: str = "mean",
-                 amplitude: float | None = None, length_scale: float | None = None, noise_level: float = 1e-3,
+                 amplitude: float | None = None, length_scale: float | None = None, noise_level: float | None = None,
                  amplitude_bounds: tuple[float, float] = (1e-6, 1e6),
                  length_scale_bounds: tuple[float, float] = (1e-2, 1e3),
-                 noise_level_bounds: tuple[float, float] = (1e-10, 1e1),
+                 noise_level_bounds: tuple[float, float] = (1e-10, 1e2),
                  optimize: bool = True, n_restarts: int = 1, sparse: bool | str = "auto",
                  sparse_threshold: int = 2000, n_inducing: int = 500, inducing: str = "kmeans",
-                 max_opt_points: int = 4000, jitter: float = 1e-10, random_state: Any = None):
+                 max_opt_points: int = 10_000, jitter: float = 1e-10, random_state: Any = None,
+                 blas_threads: int | None = 1):
         self.aggregation = aggregation
         self.reduce = reduce
         self.same_species = same_species
@@ -296,9 +329,11 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         self.max_opt_points = max_opt_points
         self.jitter = jitter
         self.random_state = random_state
+        self.blas_threads = blas_threads
 
     # ------------------------------------------------------------------ fit
 
+    @_blas_limited
     def fit(self, X: Any, y: Any) -> "DeltaGPR":
         """Fit the offset, the prior mean and the GP on residuals ``y`` (eV) of structures ``X``."""
         self._reset()
@@ -378,9 +413,13 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
             diag = self_kernel(_subset(points, take), length, self._mask_species)
             variance = float(np.var(residual))
             amplitude = variance / float(np.mean(diag)) if variance > 0 else 1.0
+        noise = self.noise_level
+        if noise is None:
+            variance = float(np.var(residual))
+            noise = variance / 100.0 if variance > 0 else 1e-4
         bounds = np.exp(self._bounds())
         return KernelParams(*(float(np.clip(v, lo, hi)) for v, (lo, hi) in
-                              zip((amplitude, length, self.noise_level), bounds)))
+                              zip((amplitude, length, noise), bounds)))
 
     @property
     def _mask_species(self) -> bool:
@@ -442,6 +481,7 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ predict
 
+    @_blas_limited
     def predict(self, X: Any, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Δ-energy (eV) of each structure; with ``return_std`` also the GP's std (eV) of the latent Δ
         (observation noise not included)."""
@@ -449,6 +489,7 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         structures, _ = self._validate(X, None, reset=False)
         return self._predict(structures, return_std)
 
+    @_blas_limited
     def predict_baseline(self, X: Any) -> np.ndarray:
         """The Δ without the GP: per-species offset + prior mean (eV); ``y - predict_baseline(X)``
         is the raw error left after the offset."""
@@ -486,6 +527,7 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         w = solve_lower(self.chol_, Vs)
         return prior - a * np.sum(Vs * Vs, axis=0) + a * self.noise_level_ * np.sum(w * w, axis=0)
 
+    @_blas_limited
     def predict_torch(self, embedding: "torch.Tensor", numbers: Any) -> tuple["torch.Tensor", float]:
         """Δ-energy of one structure from a torch embedding [n_atoms, d] (float64, differentiable).
 
@@ -555,11 +597,6 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         if self.offset or self.aggregation == "species" or self._mask_species:
             raise DeltaModelError(f"element(s) {_names(unseen)} not in the training data of this Δ-model "
                                   f"(trained on {_names(self.species_)}); it cannot correct them")
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
 
 
 def _names(numbers: np.ndarray) -> str:

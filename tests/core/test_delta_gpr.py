@@ -1,0 +1,236 @@
+"""DeltaGPR on synthetic data with a known truth: accuracy, offsets, sparse vs exact, torch path, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.core.delta_synthetic import SPECIES_OFFSET, make, rmse
+from uipbench.adapters.base import EmbeddingBatch, EmbeddingMetadata, StructureEmbedding
+from uipbench.delta import DeltaGPR, DeltaModelError
+from uipbench.delta.aggregation import aggregate, structures_from_items
+from uipbench.delta.gpr import _ExactObjective, _SparseObjective
+from uipbench.delta.kernels import cholesky_jittered
+
+FIXED = dict(optimize=False, amplitude=0.1, length_scale=2.0, noise_level=1e-4)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make(120, seed=0), make(60, seed=1)
+
+
+@pytest.mark.parametrize("aggregation,kwargs", [
+    ("global", {}),
+    ("species", {}),
+    ("atomic", {}),
+    ("atomic", {"same_species": True}),
+    ("atomic", {"sparse": True, "n_inducing": 150}),
+])
+def test_gp_beats_offset_only_baseline(data, aggregation, kwargs):
+    train, test = data
+    model = DeltaGPR(aggregation, random_state=0, **kwargs).fit(train.X, train.y)
+    gp_error = rmse(model.predict(test.X), test.y)
+    baseline_error = rmse(model.predict_baseline(test.X), test.y)
+    assert gp_error < 0.8 * baseline_error, (gp_error, baseline_error)
+    if aggregation == "atomic":  # the truth is a sum of atomic terms: the atomic model learns it well
+        assert gp_error < 0.35 * baseline_error, (gp_error, baseline_error)
+    mean, std = model.predict(test.X, return_std=True)
+    np.testing.assert_allclose(mean, model.predict(test.X))
+    assert std.shape == (len(test.X),) and np.all(std >= 0) and np.all(np.isfinite(std))
+
+
+def test_offset_recovers_per_element_constants():
+    rng = np.random.default_rng(3)
+    X, y = [], []
+    for _ in range(30):
+        numbers = rng.choice([16, 29, 47], size=int(rng.integers(2, 12)))
+        X.append((rng.normal(size=(len(numbers), 4)), numbers))
+        y.append(sum(SPECIES_OFFSET[int(z)] for z in numbers))
+    model = DeltaGPR("global", **FIXED).fit(X, np.array(y))
+    np.testing.assert_array_equal(model.species_, [16, 29, 47])
+    np.testing.assert_allclose(model.offset_coef_, [SPECIES_OFFSET[z] for z in (16, 29, 47)], atol=1e-10)
+    assert abs(model.prior_mean_) < 1e-10
+    np.testing.assert_allclose(model.predict_baseline(X), y, atol=1e-10)
+
+
+def test_offset_rank_deficient_composition_is_handled():
+    rng = np.random.default_rng(4)
+    X = [(rng.normal(size=(4, 3)), np.array([16, 29, 29, 29])) for _ in range(6)]  # one composition only
+    y = np.full(6, 4 * 0.5)
+    model = DeltaGPR("global", **FIXED).fit(X, y)
+    np.testing.assert_allclose(model.predict_baseline(X), y, atol=1e-10)  # minimum-norm solution fits
+
+
+def test_sparse_agrees_with_exact_when_all_atoms_are_inducing(data):
+    train, test = make(25, seed=5), data[1]
+    exact = DeltaGPR("atomic", sparse=False, **FIXED).fit(train.X, train.y)
+    sparse = DeltaGPR("atomic", sparse=True, n_inducing=10_000, **FIXED).fit(train.X, train.y)
+    assert not exact.sparse_ and sparse.sparse_
+    assert len(sparse.support_) == sum(len(n) for _, n in train.X)
+    m_exact, s_exact = exact.predict(test.X, return_std=True)
+    m_sparse, s_sparse = sparse.predict(test.X, return_std=True)
+    np.testing.assert_allclose(m_sparse, m_exact, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s_sparse, s_exact, rtol=1e-3, atol=1e-5)
+    assert sparse.log_marginal_likelihood_value_ == pytest.approx(exact.log_marginal_likelihood_value_, rel=1e-6)
+
+
+def test_sparse_auto_switches_on_above_threshold(data):
+    train, _ = data
+    model = DeltaGPR("atomic", sparse="auto", sparse_threshold=100, n_inducing=50, random_state=0, **FIXED)
+    assert model.fit(train.X, train.y).sparse_
+    assert len(model.support_) <= 52  # stratified by species: rounding may add one per species
+
+
+@pytest.mark.parametrize("objective", ["exact", "exact-species", "sparse", "sparse-species"])
+def test_log_marginal_likelihood_gradient_matches_finite_differences(data, objective):
+    train, _ = data
+    structures = structures_from_items(train.X[:20])
+    points = aggregate(structures, "atomic", np.array([16, 29]))
+    residual = train.y[:20] - train.y[:20].mean()
+    same = objective.endswith("species")
+    if objective.startswith("exact"):
+        fn = _ExactObjective(points, residual, same, 1e-10)
+    else:
+        fn = _SparseObjective(points, residual, points.features[::4], points.species[::4] if same else None, 1e-10)
+    theta = np.log([0.3, 2.5, 0.05])
+    _, grad = fn(theta)
+    h = 1e-6
+    fd = [(fn(theta + e)[0] - fn(theta - e)[0]) / (2 * h) for e in np.eye(3) * h]
+    np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-5)
+
+
+def test_hyperparameter_optimisation_improves_likelihood(data):
+    train, _ = data
+    fixed = DeltaGPR("atomic", **FIXED).fit(train.X, train.y)
+    fitted = DeltaGPR("atomic", amplitude=0.1, length_scale=2.0, noise_level=1e-4, random_state=0).fit(
+        train.X, train.y)
+    assert fitted.log_marginal_likelihood_value_ > fixed.log_marginal_likelihood_value_
+
+
+def test_accepts_structure_embeddings_and_batches(data):
+    train, _ = data
+    items = [StructureEmbedding(0.0, e, n) for e, n in train.X]
+    meta = EmbeddingMetadata("toy", "toy", "0", "0" * 64, "layer", 6)
+    a = DeltaGPR("species", **FIXED).fit(train.X, train.y).predict(train.X[:5])
+    b = DeltaGPR("species", **FIXED).fit(items, train.y).predict(items[:5])
+    c = DeltaGPR("species", **FIXED).fit(EmbeddingBatch(items, meta), train.y).predict(EmbeddingBatch(items[:5], meta))
+    np.testing.assert_allclose(a, b)
+    np.testing.assert_allclose(a, c)
+
+
+@pytest.mark.parametrize("aggregation,kwargs", [
+    ("global", {}), ("global", {"reduce": "mean"}), ("species", {}), ("species", {"reduce": "mean"}),
+    ("atomic", {}), ("atomic", {"same_species": True}), ("atomic", {"sparse": True, "n_inducing": 60}),
+])
+def test_predict_torch_matches_predict_and_differentiates(data, aggregation, kwargs):
+    torch = pytest.importorskip("torch")
+    train, test = data
+    model = DeltaGPR(aggregation, random_state=0, **FIXED, **kwargs).fit(train.X, train.y)
+    emb, numbers = test.X[0]
+    tensor = torch.tensor(emb, dtype=torch.float64, requires_grad=True)
+    mean, std = model.predict_torch(tensor, numbers)
+    expected_mean, expected_std = model.predict([(emb, numbers)], return_std=True)
+    assert mean.dtype == torch.float64 and mean.ndim == 0
+    assert float(mean.detach()) == pytest.approx(expected_mean[0], abs=1e-10)
+    assert std == pytest.approx(expected_std[0], abs=1e-10)
+    (grad,) = torch.autograd.grad(mean, tensor)
+    h = 1e-5
+    for i, j in [(0, 0), (1, 3), (len(numbers) - 1, 5)]:
+        plus, minus = emb.copy(), emb.copy()
+        plus[i, j] += h
+        minus[i, j] -= h
+        fd = (model.predict([(plus, numbers)])[0] - model.predict([(minus, numbers)])[0]) / (2 * h)
+        assert float(grad[i, j]) == pytest.approx(fd, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- errors
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    train, _ = data
+    return {agg: DeltaGPR(agg, **FIXED).fit(train.X, train.y) for agg in ("global", "species", "atomic")}
+
+
+def test_width_differs_at_predict(fitted):
+    X = [(np.zeros((3, 7)), np.array([16, 29, 29]))]
+    for model in fitted.values():
+        with pytest.raises(DeltaModelError, match="width 7 differs from the width 6"):
+            model.predict(X)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(DeltaModelError, match="width"):
+        fitted["atomic"].predict_torch(torch.zeros(3, 7, dtype=torch.float64), [16, 29, 29])
+
+
+def test_species_unseen_in_training(fitted, data):
+    train, _ = data
+    X = [(np.zeros((2, 6)), np.array([29, 79]))]
+    for model in fitted.values():  # per-species offset on
+        with pytest.raises(DeltaModelError, match=r"element\(s\) Au not in the training data .* Cu"):
+            model.predict(X)
+        with pytest.raises(DeltaModelError, match="Au"):
+            model.predict_baseline(X)
+    no_offset = dict(FIXED, offset=False)
+    with pytest.raises(DeltaModelError, match="Au"):
+        DeltaGPR("species", **no_offset).fit(train.X, train.y).predict(X)
+    with pytest.raises(DeltaModelError, match="Au"):
+        DeltaGPR("atomic", same_species=True, **no_offset).fit(train.X, train.y).predict(X)
+    # without offset and species-blind kernels an unseen element is only an unfamiliar embedding
+    assert np.isfinite(DeltaGPR("global", **no_offset).fit(train.X, train.y).predict(X)).all()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_targets_and_features(data, bad):
+    train, _ = data
+    y = train.y.copy()
+    y[3] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        DeltaGPR(**FIXED).fit(train.X, y)
+    X = list(train.X)
+    emb = X[2][0].copy()
+    emb[1, 1] = bad
+    X[2] = (emb, X[2][1])
+    with pytest.raises(ValueError, match="structure 2: embedding contains NaN or inf"):
+        DeltaGPR(**FIXED).fit(X, train.y)
+    model = DeltaGPR(**FIXED).fit(train.X, train.y)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model.predict(X[2:3])
+
+
+def test_too_few_training_structures(data):
+    train, _ = data
+    with pytest.raises(ValueError, match="at least 2 training structures, got n_samples=1"):
+        DeltaGPR(**FIXED).fit(train.X[:1], train.y[:1])
+    X = [(np.zeros((2, 6)), np.array([16, 29])), (np.ones((1, 6)), np.array([47]))]
+    with pytest.raises(ValueError, match="at least as many training structures as species: got 2 structures "
+                                         "for 3 species"):
+        DeltaGPR(**FIXED).fit(X, [0.0, 1.0])
+    DeltaGPR(offset=False, **FIXED).fit(X, [0.0, 1.0])  # fine without the offset
+
+
+def test_malformed_inputs(data):
+    train, _ = data
+    with pytest.raises(ValueError, match="numbers has shape"):
+        DeltaGPR(**FIXED).fit([(np.zeros((3, 6)), np.array([16, 29]))] * 3, [0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="differs from 6 of structure 0"):
+        DeltaGPR(**FIXED).fit([train.X[0], (np.zeros((2, 5)), np.array([16, 29]))], [0.0, 1.0])
+    with pytest.raises(ValueError, match="got 120 structures but 119 targets"):
+        DeltaGPR(**FIXED).fit(train.X, train.y[:-1])
+    with pytest.raises(ValueError, match="requires y"):
+        DeltaGPR(**FIXED).fit(train.X, None)
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        DeltaGPR("sum", **FIXED).fit(train.X, train.y)
+    with pytest.raises(ValueError, match="sparse must be"):
+        DeltaGPR(sparse="yes").fit(train.X, train.y)
+    with pytest.raises(ValueError, match="length_scale_bounds"):
+        DeltaGPR(length_scale_bounds=(0, 1)).fit(train.X, train.y)
+
+
+def test_not_positive_definite_is_a_clear_error():
+    K = -np.eye(4)
+    with pytest.raises(np.linalg.LinAlgError, match="non-positive"):
+        cholesky_jittered(K)
+    K = np.array([[1.0, 2.0], [2.0, 1.0]])  # indefinite: jitter up to 1e-2 cannot help
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite even with"):
+        cholesky_jittered(K)
+    L, added = cholesky_jittered(np.ones((3, 3)))  # singular: rescued by jitter
+    assert added > 0 and np.all(np.isfinite(L))
