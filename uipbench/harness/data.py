@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,18 +68,31 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_systems(names: list[str], root: Path | None = None) -> dict[str, SystemData]:
-    """The named systems (``all`` pools every shipped system); unknown names are a clear error."""
+def load_systems(names: list[str], root: Path | None = None, skip_small: int | None = None) -> dict[str, SystemData]:
+    """The named systems (``all`` pools every shipped system); unknown names are a clear error.
+
+    ``skip_small``: leave out (with a warning) shipped systems with fewer labelled structures.
+    """
     unknown = [n for n in names if n != POOLED and n not in SYSTEMS]
     if unknown:
         raise ValueError(f"unknown system(s) {', '.join(unknown)}; known: {', '.join([*SYSTEMS, POOLED])}")
     members = [s for s in SYSTEMS if s in names
                or (POOLED in names and (system_dir(s, root) / STRUCTURES_FILE).exists())]
     loaded = {s: load(s, root) for s in members}
+    if skip_small:
+        for s in list(loaded):
+            if len(loaded[s]) < skip_small:
+                warnings.warn(f"{s}: only {len(loaded[s])} labelled structures (< {skip_small}); left out",
+                              stacklevel=2)
+                del loaded[s]
+                members.remove(s)
+        names = [n for n in names if n == POOLED or n in loaded]
     shas = {s: file_sha256(system_dir(s, root) / STRUCTURES_FILE) for s in members}
     out = {}
     for name in names:
         parts = [m for m in members if loaded[m]] if name == POOLED else [name]
+        if name == POOLED and len(parts) < 2 and skip_small:
+            continue  # pooling one system repeats it
         structures = [a for p in parts for a in loaded[p]]
         if not structures:
             raise ValueError(f"system {name} has no labelled structures")

@@ -35,6 +35,8 @@ AGGREGATIONS = ("global", "species", "atomic")
 DESCRIPTORS = ("embedding", "soap")
 DEFAULT_SIZES: tuple[int | str, ...] = (5, 10, 20, 40, "max")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+#: a default sweep leaves out systems with fewer labelled structures (named systems are always run)
+MIN_STRUCTURES = 6
 NONE = "-"
 KEY_COLUMNS = ["backbone", "system", "model", "descriptor", "aggregation", "train_size", "seed"]
 RESULT_COLUMNS = [*KEY_COLUMNS, "metric", "value", "note"]
@@ -272,11 +274,14 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
         raise ValueError("no backbone with weights present; see `uipbench backbones`")
     for name in backbones:
         get_card(name)  # unknown names fail before any work
+    explicit_systems = bool(systems)
     systems = list(systems) if systems else [*SYSTEMS, POOLED]
     config = SweepConfig(tuple(backbones), tuple(systems), tuple(aggregations),
                          tuple(sizes) if sizes else DEFAULT_SIZES, tuple(seeds), tuple(descriptors), test_fraction,
                          {**DEFAULT_GPR, **(gpr or {})}, explicit_sizes=sizes is not None)
-    data = load_systems(systems, datasets_root)
+    data = load_systems(systems, datasets_root, skip_small=None if explicit_systems else MIN_STRUCTURES)
+    if not data:
+        raise ValueError(f"no system has the {MIN_STRUCTURES} labelled structures a sweep needs")
     splits = {name: {seed: d.split(seed, test_fraction) for seed in config.seeds} for name, d in data.items()}
     sizes_of = {name: resolve_sizes(config.sizes, len(splits[name][config.seeds[0]][0]), config.explicit_sizes, name)
                 for name in data}

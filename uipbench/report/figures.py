@@ -31,14 +31,14 @@ def learning_curves(results: pd.DataFrame, out: Path) -> Path:
     summary = summarise(results, MAE)
     backbones, systems = sorted(summary.backbone.unique()), _system_order(summary.system.unique())
     fig, axes = plt.subplots(len(backbones), len(systems), figsize=(3.3 * len(systems), 2.6 * len(backbones)),
-                             squeeze=False, sharex=True)
+                             squeeze=False, sharex="col")
     for i, backbone in enumerate(backbones):
         for j, system in enumerate(systems):
             ax = axes[i][j]
             part = summary[(summary.backbone == backbone) & (summary.system == system)]
             raw = part[part.model == "raw"].sort_values("train_size")
             if not raw.empty:
-                ax.plot(raw.train_size, raw["mean"], color="0.4", ls="--", label="raw (offset only)")
+                ax.plot(raw.train_size, raw["mean"], color="0.4", ls="--", marker="x", label="raw (offset only)")
                 ax.fill_between(raw.train_size, raw["mean"] - raw["std"].fillna(0), raw["mean"] + raw["std"].fillna(0),
                                 color="0.85")
             for descriptor, ls in (("embedding", "-"), ("soap", ":")):
@@ -50,7 +50,7 @@ def learning_curves(results: pd.DataFrame, out: Path) -> Path:
                     ax.errorbar(d.train_size, d["mean"], yerr=d["std"].fillna(0), color=colour, marker=marker, ms=3,
                                 ls=ls, capsize=2, lw=1, label=f"Δ {agg}" + (" (SOAP)" if descriptor == "soap" else ""))
             ax.set_xscale("log")
-            sizes = sorted(part.train_size.unique())
+            sizes = sorted(summary[summary.system == system].train_size.unique())
             ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sizes))
             ax.xaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([str(v) for v in sizes]))
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
@@ -73,7 +73,8 @@ def heatmap(results: pd.DataFrame, out: Path) -> Path:
     """Backbone × system: raw error and best Δ error at the largest training size."""
     table = headline(results)
     backbones, systems = sorted(table.backbone.unique()), _system_order(table.system.unique())
-    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.3 * len(systems) * 2, 1.0 + 0.55 * len(backbones)))
+    fig, axes = plt.subplots(1, 2, figsize=(3.0 + 1.3 * len(systems) * 2, 1.2 + 0.55 * len(backbones)),
+                             sharey=True)
     vmax = float(np.nanmax(table.raw_mean)) if not table.empty else 1.0
     for ax, column, title in ((axes[0], "raw_mean", "raw (per-species offset)"),
                               (axes[1], "delta_mean", "Δ-corrected (best aggregation)")):
@@ -87,6 +88,7 @@ def heatmap(results: pd.DataFrame, out: Path) -> Path:
                         color="white" if v < 0.6 * vmax else "black")
         ax.set_xticks(range(len(systems)), systems)
         ax.set_yticks(range(len(backbones)), backbones)
+        ax.tick_params(axis="y", labelleft=ax is axes[0])
         ax.set_xlabel("system")
         ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=axes, label="held-out energy MAE (meV/atom)", shrink=0.9)
@@ -118,15 +120,17 @@ def parity(results: pd.DataFrame, predictions: pd.DataFrame, out: Path, system: 
             y = 1000 * (part.energy_pred / part.n_atoms - shift)
             for member, colour in SYSTEM_COLOURS.items():
                 m = part.member_system == member
-                ax.scatter(x[m], y[m], s=10, alpha=0.6, color=colour, label=member)
+                if m.any():
+                    ax.scatter(x[m], y[m], s=10, alpha=0.6, color=colour, label=member)
             lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
             ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
             err = np.mean(np.abs(y - x))
             ax.set_title(f"{r.backbone} · {title}: MAE {err:.1f} meV/atom", fontsize=9)
-            ax.set_xlabel("DFT energy − system mean (meV/atom)")
-            ax.set_ylabel("predicted energy − system mean (meV/atom)")
+            ax.set_xlabel("E_DFT − ⟨E_DFT⟩ (meV/atom)")
+            ax.set_ylabel("E_predicted − ⟨E_DFT⟩ (meV/atom)")
             ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"Parity on held-out structures ({system}, largest training set, all seeds)")
+    fig.suptitle(f"Parity on held-out structures ({system}, largest training set, all seeds;\n"
+                 "energies per atom relative to each system's mean DFT value)")
     fig.tight_layout()
     return save(fig, out, "parity")[0]
 
@@ -156,8 +160,10 @@ def s_s_diagnosis(results: pd.DataFrame, predictions: pd.DataFrame, out: Path) -
         if j == 0:
             ax.set_ylabel("mean signed error (meV/atom)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle("S–S diagnosis: signed error (prediction − DFT) vs S–S motifs; negative = S–S over-bound")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.12))
+    fig.suptitle("S–S diagnosis: signed error (prediction − DFT) vs S–S motifs; negative = S–S over-bound "
+                 "(solid raw, dashed Δ)")
     fig.tight_layout()
     return save(fig, out, "s_s_diagnosis")[0]
 
