@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, default=None, help="where to write (default: the results folder)")
     rep.set_defaults(func=_cmd_report)
 
+    from .mptrj_cli import add_parser as add_mptrj_parser
+
+    add_mptrj_parser(sub)
+
     demo = sub.add_parser("demo", help="the main job on the shipped data (what `make demo` runs)")
     demo.add_argument("--out", default="reports/demo")
     demo.set_defaults(func=_cmd_demo)

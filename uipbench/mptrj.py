@@ -63,6 +63,14 @@ Every (centre, category, neighbour) is counted in three units: ``atoms`` (centre
 frames), ``frames`` (frames with at least one such atom) and ``materials`` (distinct material ids with
 at least one such atom in any frame).
 
+Memory and parallelism
+----------------------
+The main process splits the file; ``workers`` spawned processes decode and count chunks of
+``chunk_size`` frames, with at most ``2 * workers`` chunks in flight, so memory does not grow with the
+number of frames.  What does grow is the per-material dedup record: one entry (id and a shared key
+set, ~100 bytes) per material that contains a centre atom – for an extxyz input also one id per
+material seen, to report how many materials the file holds.
+
 Bad input
 ---------
 A truncated or malformed file raises :class:`MPtrjFormatError` naming the file, the byte offset and
@@ -84,6 +92,7 @@ import time
 import warnings
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
@@ -224,18 +233,34 @@ class Skip:
 
 @dataclass
 class Tally:
-    """Mergeable counts: what a worker returns for a chunk and what the run accumulates."""
+    """Mergeable counts: what a worker returns for a chunk and what the run accumulates.
 
-    atoms: Counter = field(default_factory=Counter)          # Key -> centre atoms
-    frames: Counter = field(default_factory=Counter)         # Key -> frames
-    materials: dict = field(default_factory=dict)            # Key -> set of material ids
+    Per-material dedup keeps, for each material with a centre atom, the set of keys it has been counted
+    under (one shared frozenset per distinct key set), so memory grows with the number of such
+    materials – about 100 bytes each – and not with the number of frames.
+    """
+
+    atoms: Counter = field(default_factory=Counter)            # Key -> centre atoms
+    frames: Counter = field(default_factory=Counter)           # Key -> frames
+    materials: Counter = field(default_factory=Counter)        # Key -> distinct materials
+    material_keys: dict = field(default_factory=dict)          # material id -> frozenset of Keys
     frames_read: int = 0
     frames_counted: int = 0
-    bytes_read: int = 0
-    skipped: Counter = field(default_factory=Counter)        # reason -> frames
-    skip_examples: list = field(default_factory=list)        # Skip, at most a few per reason
+    skipped: Counter = field(default_factory=Counter)          # reason -> frames
+    skip_examples: list = field(default_factory=list)          # Skip, at most a few per reason
     material_fallbacks: int = 0
-    material_ids: set = field(default_factory=set)           # extxyz only: distinct material ids
+    material_ids: set = field(default_factory=set)             # extxyz only: every material id seen
+    _keysets: dict = field(default_factory=dict, repr=False)   # canonical frozensets
+
+    def add_material(self, material_id: str, keys: frozenset) -> None:
+        """Count ``material_id`` once under each key of ``keys`` it was not yet counted under."""
+        old = self.material_keys.get(material_id)
+        new = keys if old is None else keys - old
+        if not new:
+            return
+        self.materials.update(new)
+        merged = keys if old is None else old | keys
+        self.material_keys[material_id] = self._keysets.setdefault(merged, merged)
 
     def add_skip(self, skip: Skip) -> None:
         self.frames_read += 1
@@ -244,18 +269,17 @@ class Tally:
         self.skipped[skip.reason] += 1
 
     def merge(self, other: "Tally") -> list[Skip]:
-        """Add ``other`` into this tally; return the skip examples whose reason is new here."""
-        new_reasons = [s for s in other.skip_examples if s.reason not in self.skipped]
+        """Add ``other`` into this tally; return one skip example for each reason that is new here."""
         first_new: dict[str, Skip] = {}
-        for s in new_reasons:
-            first_new.setdefault(s.reason, s)
+        for s in other.skip_examples:
+            if s.reason not in self.skipped:
+                first_new.setdefault(s.reason, s)
         self.atoms.update(other.atoms)
         self.frames.update(other.frames)
-        for key, ids in other.materials.items():
-            self.materials.setdefault(key, set()).update(ids)
+        for material_id, keys in other.material_keys.items():
+            self.add_material(material_id, keys)
         self.frames_read += other.frames_read
         self.frames_counted += other.frames_counted
-        self.bytes_read += other.bytes_read
         for s in other.skip_examples:
             if sum(1 for t in self.skip_examples if t.reason == s.reason) < SKIP_EXAMPLES_PER_REASON:
                 self.skip_examples.append(s)
@@ -341,15 +365,18 @@ def detect_format(path: str | os.PathLike, fmt: str = "auto") -> str:
     raise ValueError(f"{path}: cannot tell the format (neither JSON nor extxyz); pass --format")
 
 
-def _open_binary(path: str | os.PathLike) -> IO[bytes]:
+def _is_gzip(path: str | os.PathLike) -> bool:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
     if path.is_dir():
         raise ValueError(f"{path}: is a directory, expected a file")
     with open(path, "rb") as probe:
-        gz = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gz else open(path, "rb")
+        return probe.read(2) == b"\x1f\x8b"
+
+
+def _open_binary(path: str | os.PathLike) -> IO[bytes]:
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
 
 # --------------------------------------------------------------------------- JSON splitting
@@ -377,20 +404,22 @@ def _scan_block(block: bytes, state: _ScanState, base: int, path: str) -> tuple[
     a = np.frombuffer(block, dtype=np.uint8)
     quotes = np.flatnonzero(a == 0x22)
     if state.backslash_run or b"\\" in block:
-        is_bs = a == 0x5C
-        idx = np.arange(a.size)
-        last_plain = np.maximum.accumulate(np.where(is_bs, -1, idx))
-        prev = quotes - 1
-        run = np.full(quotes.size, state.backslash_run, dtype=np.int64)
-        inside = prev >= 0
-        lp = last_plain[prev[inside]]
-        run[inside] = prev[inside] - lp + np.where(lp < 0, state.backslash_run, 0)
-        quotes = quotes[run % 2 == 0]
-        if a.size and is_bs[-1]:
-            tail = a.size - 1 - int(last_plain[-1])
-            state.backslash_run = tail + (state.backslash_run if last_plain[-1] < 0 else 0)
-        else:
-            state.backslash_run = 0 if a.size else state.backslash_run
+        # a quote is escaped when an odd run of backslashes precedes it (the run may start in an earlier
+        # block); backslashes are rare in MPtrj, so walk back only from quotes that follow one
+        def run_before(pos: int) -> int:
+            k = pos
+            while k > 0 and block[k - 1] == 0x5C:
+                k -= 1
+            return pos - k + (state.backslash_run if k == 0 else 0)
+
+        backslashes = np.flatnonzero(a == 0x5C)
+        candidates = quotes[np.isin(quotes - 1, backslashes)].tolist()
+        if quotes.size and quotes[0] == 0 and state.backslash_run:
+            candidates.insert(0, 0)
+        escaped = [q for q in candidates if run_before(q) % 2 == 1]
+        if escaped:
+            quotes = quotes[~np.isin(quotes, escaped)]
+        state.backslash_run = run_before(len(block)) if block else state.backslash_run
     brackets = np.flatnonzero(_DELTA[a])
     if brackets.size:
         n_before = np.searchsorted(quotes, brackets)
@@ -440,7 +469,6 @@ def iter_json_raw_frames(path: str | os.PathLike, *, block_size: int = DEFAULT_B
     cursor = 0                 # absolute offset where the unparsed gap begins
     level = "start"            # start | top | material | frame | end
     material: str | None = None
-    pending_key: str | None = None
     frame_key: str | None = None
     frame_start = -1
     n_in_top = 0
@@ -517,7 +545,7 @@ def iter_json_raw_frames(path: str | os.PathLike, *, block_size: int = DEFAULT_B
 
     with _open_binary(path) as fh:
         while True:
-            block = fh.read(block_size)
+            block = fh.read(max(block_size, 3) if first_block else block_size)
             if first_block:
                 if not block:
                     raise MPtrjFormatError(f"{path_s}: empty file, expected a JSON object")
@@ -594,6 +622,8 @@ def iter_json_raw_frames(path: str | os.PathLike, *, block_size: int = DEFAULT_B
                 del buf[:keep_from - buf_start]
                 buf_start = keep_from
     end = buf_start + len(buf)
+    if level == "start":
+        raise MPtrjFormatError(f"{path_s}: not an MPtrj JSON file: no top-level object in its {end} bytes")
     if level != "end":
         if level == "frame":
             raise MPtrjFormatError(
@@ -636,7 +666,7 @@ def iter_extxyz_raw_frames(path: str | os.PathLike, *, stats: SplitStats | None 
                 if not nxt:
                     raise MPtrjFormatError(
                         f"{path_s}: truncated extxyz: frame #{index} starting at byte {offset} declares {natoms} "
-                        f"atoms but the file ends after {len(lines) - 2 if len(lines) > 1 else 0} of them")
+                        f"atoms but the file ends after {max(0, len(lines) - 2)} of them")
                 lines.append(nxt)
             data = b"".join(lines)
             unterminated = not data.endswith(b"\n")
@@ -796,7 +826,7 @@ def _extxyz_failure(raw: RawFrame, path: str, exc: Exception) -> Skip:
 
 # --------------------------------------------------------------------------- neighbours and categories
 
-_PAIR_BUDGET = 2_000_000   # centre x atom x image triples evaluated at once
+_PAIR_BUDGET = 500_000     # centre x atom x image triples evaluated at once
 
 
 def center_neighbor_elements(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
@@ -813,41 +843,45 @@ def center_neighbor_elements(numbers: np.ndarray, positions: np.ndarray, cell: n
     centres = np.flatnonzero(numbers == center_z)
     if not centres.size:
         return []
+    n = len(numbers)
     if pbc.any():
-        from ase.geometry import complete_cell
+        full = np.asarray(cell, dtype=np.float64)
+        if not pbc.all():
+            from ase.geometry import complete_cell
 
-        full = complete_cell(np.asarray(cell, dtype=np.float64))
+            full = complete_cell(full)
         if abs(np.linalg.det(full)) < 1e-9:
             raise ValueError("degenerate cell (zero volume along the periodic axes)")
         inv = np.linalg.inv(full)
         frac = positions @ inv
-        frac[:, pbc] -= np.floor(frac[:, pbc])
+        if pbc.all():
+            frac -= np.floor(frac)
+        else:
+            frac[:, pbc] -= np.floor(frac[:, pbc])
         wrapped = frac @ full
-        reach = np.linalg.norm(inv, axis=0) * cutoff          # cutoff / interplanar spacing
-        nrep = np.where(pbc, np.ceil(reach).astype(np.int64), 0)
+        reach = np.sqrt((inv * inv).sum(axis=0)) * cutoff     # cutoff / interplanar spacing
+        nrep = np.where(pbc, np.ceil(reach), 0).astype(np.int64)
         if np.prod(2 * nrep + 1) > 100_000:
             raise ValueError("cell too thin for the cutoff (more than 100000 periodic images needed)")
-        grids = np.meshgrid(*[np.arange(-k, k + 1) for k in nrep], indexing="ij")
-        shifts = np.stack([g.ravel() for g in grids], axis=1)
+        shifts = np.indices(2 * nrep + 1).reshape(3, -1).T - nrep
         translations = shifts @ full
-        zero = int(np.flatnonzero(~shifts.any(axis=1))[0])
+        zero = (len(shifts) - 1) // 2                           # the middle of the grid is the zero shift
     else:
         wrapped = positions
         translations = np.zeros((1, 3))
         zero = 0
-    images = (wrapped[None, :, :] + translations[:, None, :]).reshape(-1, 3)   # (M * n, 3)
-    n = len(numbers)
-    image_numbers = np.tile(numbers, len(translations))
-    self_slot = zero * n
+    images = (wrapped[None, :, :] + translations[:, None, :]).reshape(-1, 3)   # (M * n, 3); atom = slot % n
     cut2 = cutoff * cutoff
     out: list[np.ndarray] = []
-    step = max(1, _PAIR_BUDGET // max(1, images.shape[0]))
+    step = max(1, _PAIR_BUDGET // images.shape[0])
     for lo in range(0, centres.size, step):
         idx = centres[lo:lo + step]
         d = images[None, :, :] - wrapped[idx][:, None, :]
         close = np.einsum("ijk,ijk->ij", d, d) < cut2
-        close[np.arange(idx.size), self_slot + idx] = False
-        out.extend(image_numbers[row] for row in close)
+        close[np.arange(idx.size), zero * n + idx] = False
+        rows, slots = np.nonzero(close)
+        neigh = numbers[slots % n]
+        out.extend(np.split(neigh, np.searchsorted(rows, np.arange(1, idx.size))))
     return out
 
 
@@ -880,10 +914,14 @@ def count_frame(frame: Frame, spec: CountSpec) -> Counter:
         if not np.any(frame.numbers == z):
             continue
         metals = spec.metals(center)
+        seen: dict[frozenset, list[tuple[str, str]]] = {}
         for neigh in center_neighbor_elements(frame.numbers, frame.positions, frame.cell, frame.pbc, z,
                                               spec.cutoff):
-            symbols = {chemical_symbols[int(x)] for x in np.unique(neigh)}
-            for category, neighbor in classify_environment(symbols, center, metals):
+            zs = frozenset(neigh.tolist())
+            keys = seen.get(zs)
+            if keys is None:
+                keys = seen[zs] = classify_environment([chemical_symbols[x] for x in zs], center, metals)
+            for category, neighbor in keys:
                 counts[(center, category, neighbor)] += 1
     return counts
 
@@ -902,8 +940,8 @@ def _count_into(tally: Tally, item: Frame | Skip, spec: CountSpec) -> None:
     tally.material_fallbacks += int(item.material_fallback)
     tally.atoms.update(counts)
     tally.frames.update(counts.keys())
-    for key in counts:
-        tally.materials.setdefault(key, set()).add(item.material_id)
+    if counts:
+        tally.add_material(item.material_id, frozenset(counts))
 
 
 def count_frames(frames: Iterable[Frame | Skip], spec: CountSpec) -> Tally:
@@ -922,11 +960,9 @@ def count_chunk(chunk: Sequence[RawFrame | Skip], spec: CountSpec, path: str = "
             tally.add_skip(raw)
             continue
         item = decode_raw_frame(raw, spec, path)
-        if raw.kind == "extxyz":
-            material = item.material_id
-            tally.material_ids.add(material)
+        if raw.kind == "extxyz" and isinstance(item, Frame):
+            tally.material_ids.add(item.material_id)
         _count_into(tally, item, spec)
-        tally.bytes_read += len(raw.data)
     return tally
 
 
@@ -960,6 +996,10 @@ def _run_chunks(chunks: Iterator[list], spec: CountSpec, path: str, workers: int
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    except BrokenProcessPool as exc:
+        raise RuntimeError(f"{path}: a worker process died ({exc}); workers are spawned, so the calling script "
+                           f"needs an `if __name__ == '__main__':` guard and must not be read from stdin – "
+                           f"or use workers=1") from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -977,6 +1017,7 @@ def count_environments(path: str | os.PathLike, spec: CountSpec | None = None, *
 
     ``workers`` > 1 decodes and counts on a process pool (spawned, at most ``2 * workers`` chunks of
     ``chunk_size`` frames in flight); the result does not depend on ``workers`` or ``chunk_size``.
+    Spawned workers re-import the calling script: guard it with ``if __name__ == "__main__":``.
     """
     spec = spec if spec is not None else CountSpec()
     if workers < 1:
@@ -984,8 +1025,11 @@ def count_environments(path: str | os.PathLike, spec: CountSpec | None = None, *
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
     kind = detect_format(path, fmt)
     size = path.stat().st_size
+    gz = _is_gzip(path)
     stats = SplitStats()
     raw = (iter_json_raw_frames(path, block_size=block_size, stats=stats) if kind == "json"
            else iter_extxyz_raw_frames(path, stats=stats))
@@ -993,12 +1037,14 @@ def count_environments(path: str | os.PathLike, spec: CountSpec | None = None, *
 
     tally = Tally()
     started = time.perf_counter()
-    with tqdm(total=size, unit="B", unit_scale=True, desc=f"mptrj-envs {path.name}", disable=not progress,
+    total = None if gz else size   # a gzipped file's progress is in uncompressed bytes, total unknown
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"mptrj-envs {path.name}", disable=not progress,
               leave=False) as bar:
         for part in _run_chunks(_chunks(raw, chunk_size), spec, str(path), workers):
             for skip in tally.merge(part):
                 _warn_skip(str(path), skip)
-            bar.update(max(0, min(size, stats.bytes_read) - bar.n) if not str(path).endswith(".gz") else 0)
+            done = stats.bytes_read if gz else min(size, stats.bytes_read)
+            bar.update(max(0, done - bar.n))
             bar.set_postfix(frames=tally.frames_read, skipped=sum(tally.skipped.values()), refresh=False)
     elapsed = time.perf_counter() - started
     if stats.frames_emitted != tally.frames_read:  # every frame found must be counted or skipped
@@ -1042,7 +1088,7 @@ def tally_to_table(tally: Tally, spec: CountSpec):
     for key in keys + extra:
         center, category, neighbor = key
         values = {"atoms": tally.atoms.get(key, 0), "frames": tally.frames.get(key, 0),
-                  "materials": len(tally.materials.get(key, ()))}
+                  "materials": tally.materials.get(key, 0)}
         for unit in UNITS:
             rows.append({"center": center, "category": category, "neighbor": neighbor, "unit": unit,
                          "count": int(values[unit])})
@@ -1070,17 +1116,17 @@ def write_outputs(result: CountResult, out_dir: str | os.PathLike, stem: str = "
     if _have_pyarrow():
         written["parquet"] = out / f"{stem}.parquet"
         write_atomic(written["parquet"], lambda fh: result.table.to_parquet(fh, index=False), mode="wb")
-    written["metadata"] = out / f"{stem}.meta.json"
-    meta = asdict(result.metadata)
-    meta["outputs"] = {k: str(v) for k, v in written.items()}
-    meta["parquet"] = "written" if "parquet" in written else "skipped: pyarrow is not installed"
-    write_json_atomic(written["metadata"], meta)
     if figure:
         for center in result.metadata.centers:
             paths = plot_counts(result.table, out / f"{stem}_{center}", center=center,
                                 title=f"{Path(result.metadata.input_path).name}: {center} environments within "
                                       f"{result.metadata.cutoff_angstrom:g} Å")
             written[f"figure_{center}_png"], written[f"figure_{center}_svg"] = paths
+    written["metadata"] = out / f"{stem}.meta.json"
+    meta = asdict(result.metadata)
+    meta["outputs"] = {k: str(v) for k, v in written.items()}
+    meta["parquet"] = "written" if "parquet" in written else "skipped: pyarrow is not installed"
+    write_json_atomic(written["metadata"], meta)
     return written
 
 
@@ -1128,6 +1174,13 @@ def _save_figure(fig: Any, stem: Path) -> tuple[Path, Path]:
     return png, svg
 
 
+def _plain_log_labels(axis: Any) -> None:
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def plot_counts(table: Any, stem: str | os.PathLike, center: str = "S", title: str | None = None
                 ) -> tuple[Path, Path]:
     """Bar chart, log scale: counts per category for each neighbour element, one panel per unit."""
@@ -1142,34 +1195,35 @@ def plot_counts(table: Any, stem: str | os.PathLike, center: str = "S", title: s
     groups: list[tuple[str, list[tuple[str, str]]]] = [(m, [(c, m) for c in order[0]]) for m in metals]
     groups.append((center, [(c, center) for c in order[1]]))
     groups.append(("none/other", [(c, NO_NEIGHBOR) for c in order[2]]))
+    from matplotlib.patches import Patch
+
     fig, axes = plt.subplots(1, len(UNITS), figsize=(4.2 * len(UNITS), 4.0), squeeze=False)
     for ax, unit in zip(axes[0], UNITS):
         values = sub[sub["unit"] == unit].set_index(["category", "neighbor"])["count"]
-        x, ticks, labels, seen = 0.0, [], [], set()
+        x, ticks, labels = 0.0, [], []
         for name, members in groups:
             start = x
             for category, neighbor in members:
                 v = int(values.get((category, neighbor), 0))
-                label = _CATEGORY_LABELS[category].format(c=center)
-                ax.bar(x, v if v > 0 else np.nan, width=0.8, color=_CATEGORY_COLORS[category],
-                       label=label if category not in seen else None)
-                seen.add(category)
-                if v == 0:
-                    ax.text(x, 1, "0", ha="center", va="bottom", fontsize=7)
+                if v > 0:
+                    ax.bar(x, v, width=0.8, color=_CATEGORY_COLORS[category])
+                ax.text(x, max(v, 1), f"{v:,}", ha="center", va="bottom", fontsize=6, rotation=90)
                 x += 1
             ticks.append((start + x - 1) / 2)
             labels.append(name)
             x += 0.8
         ax.set_yscale("log")
         ax.set_ylim(bottom=0.8)
+        _plain_log_labels(ax.yaxis)
         ax.set_xticks(ticks)
         ax.set_xticklabels(labels)
         ax.set_xlabel(f"neighbour element of {center} (M)")
         ax.set_ylabel(f"{unit} (log scale)")
         ax.set_title(f"counted in {unit}")
-    handles, leg_labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, leg_labels, loc="lower center", ncol=len(leg_labels), frameon=False,
-               bbox_to_anchor=(0.5, -0.06))
+    shown = [c for _, members in groups for c, _ in members]
+    handles = [Patch(color=_CATEGORY_COLORS[c], label=_CATEGORY_LABELS[c].format(c=center))
+               for c in dict.fromkeys(shown)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, -0.06))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -1251,9 +1305,11 @@ def plot_relation(relation_df: Any, stem: str | os.PathLike) -> tuple[Path, Path
         x = rows["env_count"].clip(lower=0.8)
         ax.errorbar(x, rows["error_mean"], yerr=rows["error_std"], marker=markers[i % len(markers)],
                     linestyle="-", capsize=3, label=str(backbone))
-        for xi, yi, metal in zip(x, rows["error_mean"], rows["metal"]):
-            ax.annotate(str(metal), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for xi, yi, metal, n in zip(x, rows["error_mean"], rows["metal"], rows["env_count"]):
+            label = f"{metal} (0, drawn at 0.8)" if n == 0 else str(metal)
+            ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
+    _plain_log_labels(ax.xaxis)
     cat = {"any_metal": "≥1 M neighbour", "metal_only": "only M neighbours",
            "metal_and_center": "M + {c} neighbours"}.get(first["category"], first["category"]).format(c=first["center"])
     ax.set_xlabel(f"{first['center']} environments with {cat} in the training set ({first['unit']}, log scale)")
