@@ -1242,7 +1242,7 @@ def _metal_of_system(system: str, center: str) -> str | None:
 
 
 def relate_to_errors(counts_df: Any, sweep_results_df: Any, *, center: str = "S", category: str = "any_metal",
-                     unit: str = "atoms", metric: str = "energy_mae_raw_mev_per_atom",
+                     unit: str = "atoms", metric: str = "energy_mae_mev_per_atom",
                      systems: Mapping[str, str] | None = None) -> Any:
     """Put each backbone's raw error on a system next to the count of the matching metal–centre environment.
 
@@ -1268,6 +1268,8 @@ def relate_to_errors(counts_df: Any, sweep_results_df: Any, *, center: str = "S"
         raise ValueError(f"no counts for center={center!r}, category={category!r}, unit={unit!r}")
     by_metal = dict(zip(counts["neighbor"], counts["count"]))
     sweep = sweep_results_df[sweep_results_df["metric"] == metric]
+    if "model" in sweep.columns:  # the sweep's tidy table: raw = backbone after the per-species offset
+        sweep = sweep[sweep["model"] == "raw"]
     if sweep.empty:
         raise ValueError(f"no sweep results with metric {metric!r}; present: "
                          f"{sorted(map(str, sweep_results_df['metric'].unique()))}")

@@ -90,7 +90,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--sweep-results", type=Path, default=None,
                    help="sweep results table (csv/parquet: backbone, system, aggregation, train_size, seed, metric, "
                         "value) to relate the counts to each backbone's raw error")
-    p.add_argument("--metric", default="energy_mae_raw_mev_per_atom", help="sweep metric to relate to")
+    p.add_argument("--metric", default="energy_mae_mev_per_atom", help="sweep metric to relate to")
     p.add_argument("--relate-category", default="any_metal", help="count category used for the relation")
     p.add_argument("--relate-unit", choices=("atoms", "frames", "materials"), default="atoms")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

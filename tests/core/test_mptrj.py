@@ -375,12 +375,13 @@ def _sweep() -> pd.DataFrame:
     for (backbone, system), value in raw.items():
         for train_size in (8, 32):
             for seed in (0, 1):
-                rows.append(dict(backbone=backbone, system=system, aggregation="mean", train_size=train_size,
-                                 seed=seed, metric="energy_mae_raw_mev_per_atom", value=value))
-                rows.append(dict(backbone=backbone, system=system, aggregation="mean", train_size=train_size,
-                                 seed=seed, metric="energy_mae_delta_mev_per_atom", value=value / train_size))
-    rows.append(dict(backbone="sevennet-0", system="pt-o", aggregation="mean", train_size=8, seed=0,
-                     metric="energy_mae_raw_mev_per_atom", value=1.0))
+                rows.append(dict(backbone=backbone, system=system, model="raw", aggregation="-",
+                                 train_size=train_size, seed=seed, metric="energy_mae_mev_per_atom", value=value))
+                rows.append(dict(backbone=backbone, system=system, model="delta", aggregation="global",
+                                 train_size=train_size, seed=seed, metric="energy_mae_mev_per_atom",
+                                 value=value / train_size))
+    rows.append(dict(backbone="sevennet-0", system="pt-o", model="raw", aggregation="-", train_size=8, seed=0,
+                     metric="energy_mae_mev_per_atom", value=1.0))
     return pd.DataFrame(rows)
 
 
