@@ -1241,6 +1241,10 @@ def _metal_of_system(system: str, center: str) -> str | None:
     return metal if metal in atomic_numbers else None
 
 
+_METRIC_LABELS = {"energy_mae_mev_per_atom": "raw backbone energy MAE (meV/atom)",
+                  "energy_rmse_mev_per_atom": "raw backbone energy RMSE (meV/atom)"}
+
+
 def relate_to_errors(counts_df: Any, sweep_results_df: Any, *, center: str = "S", category: str = "any_metal",
                      unit: str = "atoms", metric: str = "energy_mae_mev_per_atom",
                      systems: Mapping[str, str] | None = None) -> Any:
@@ -1315,7 +1319,8 @@ def plot_relation(relation_df: Any, stem: str | os.PathLike) -> tuple[Path, Path
     cat = {"any_metal": "≥1 M neighbour", "metal_only": "only M neighbours",
            "metal_and_center": "M + {c} neighbours"}.get(first["category"], first["category"]).format(c=first["center"])
     ax.set_xlabel(f"{first['center']} environments with {cat} in the training set ({first['unit']}, log scale)")
-    ax.set_ylabel(str(first["metric"]))
+    metric = str(first["metric"])
+    ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
     ax.set_title(f"raw backbone error vs training-set coverage of M–{first['center']}")
     ax.legend(title="backbone", fontsize=8)
     fig.tight_layout()
