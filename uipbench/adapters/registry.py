@@ -90,10 +90,9 @@ def status(card: BackboneCard) -> BackboneStatus:
     spec = env_for(card)
     ready = is_ready(spec)
     path = weights_location(card)
-    shipped = "package_path" in card.weights
-    present = path.is_file() if path is not None else (shipped and not ready)
-    if shipped and not ready:
-        present = True  # comes with the package when the environment is created
+    # weights that ship in the package's wheel arrive with the environment
+    comes_with_env = "package_path" in card.weights and card.local_weights() is None and not ready
+    present = comes_with_env or (path is not None and path.is_file())
     if not present:
         hint = (f"download {card.weights.get('url', card.weights.get('source'))} and set "
                 f"{card.weights_env_var}=/path/to/file (or pass --weights)")

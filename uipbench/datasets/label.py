@@ -123,13 +123,20 @@ def append_structures(path: Path, new: list[Atoms]) -> list[Atoms]:
     return structures
 
 
+def _metal_or_name(system: str) -> str:
+    try:
+        return system_metal(system)
+    except ValueError:  # a custom system (tests, user data)
+        return system
+
+
 def write_card(directory: Path, system: str, structures: list[Atoms], protocol: ReferenceProtocol,
                generator: dict) -> dict:
     seconds = [float(a.info["label_seconds"]) for a in structures if "label_seconds" in a.info]
     versions = sorted({str(a.info.get("gpaw_version")) for a in structures})
     card = {
         "system": system,
-        "description": f"S adatoms, S–S dimers and small S clusters on {system_metal(system) if system in ('cu-s','ag-s','au-s') else system}(111), "
+        "description": f"S adatoms, S–S dimers and small S clusters on {_metal_or_name(system)}(111), "
                        "3-layer slabs, labelled with DFT by uipbench's own pipeline",
         "protocol": protocol.to_dict(),
         "generator": generator,
