@@ -40,3 +40,26 @@ benchmarks: envs
 
 clean-envs:
 	rm -rf $(VENV) .venvs
+
+# speed regressions (pytest-benchmark, benchmarks/test_speed.py; not in `make test`): `bench-baseline`
+# saves baselines in reports/baselines/speed (one tag per environment), `bench-compare` measures again
+# and prints current / baseline ratios of the minimum and median times (benchmarks/compare_speed.py)
+SPEED_STORE := reports/baselines/speed
+SPEED_RUN := .cache/speed
+BENCH_OPTS := -q -p no:cacheprovider --benchmark-enable --benchmark-storage=$(SPEED_STORE)
+
+.PHONY: bench-baseline bench-compare
+
+bench-baseline: envs
+	$(PY) -m pytest benchmarks/test_speed.py $(BENCH_OPTS) -k delta --benchmark-save=core
+	@for env in .venvs/*/; do name=$$(basename $$env); echo "== embedding speed in $$env"; \
+		$$env/bin/python -m pytest benchmarks/test_speed.py $(BENCH_OPTS) -k embed --benchmark-save=$$name || exit 1; \
+	done
+
+bench-compare: envs
+	@rm -rf $(SPEED_RUN) && mkdir -p $(SPEED_RUN)
+	$(PY) -m pytest benchmarks/test_speed.py $(BENCH_OPTS) -k delta --benchmark-json=$(SPEED_RUN)/core.json
+	@for env in .venvs/*/; do name=$$(basename $$env); echo "== embedding speed in $$env"; \
+		$$env/bin/python -m pytest benchmarks/test_speed.py $(BENCH_OPTS) -k embed --benchmark-json=$(SPEED_RUN)/$$name.json || exit 1; \
+	done
+	$(PY) benchmarks/compare_speed.py --storage $(SPEED_STORE) --current $(SPEED_RUN)

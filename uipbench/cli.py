@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on the shipped data (what `make demo` runs)")
     demo.add_argument("--out", default="reports/demo")
     demo.set_defaults(func=_cmd_demo)
+    from . import regress_cli
+    regress_cli.add_parser(sub)
     return parser
 
 
