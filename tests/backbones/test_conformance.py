@@ -12,8 +12,8 @@ from ase import Atoms
 from ase.build import fcc111
 
 from uipbench.adapters.base import BackboneInputError, check_conformance
-from uipbench.adapters.card import WeightsError, all_cards
-from uipbench.adapters.registry import importable_here, load_backbone
+from uipbench.adapters.card import WeightsError, all_cards, get_card
+from uipbench.adapters.registry import importable_here, load_backbone, status
 
 HERE = [name for name, card in sorted(all_cards().items()) if importable_here(card)]
 if not HERE:
@@ -23,11 +23,12 @@ _loaded: dict[str, object] = {}
 
 
 def backbone_for(name: str):
-    """Real weights when available, else the same architecture with random weights."""
+    """Real weights when present, else the same architecture with random weights (no download try)."""
     if name not in _loaded:
+        present = status(get_card(name)).weights_present
         try:
-            _loaded[name] = load_backbone(name, in_process=True)
-        except WeightsError:
+            _loaded[name] = load_backbone(name, in_process=True, random_weights=not present)
+        except WeightsError:  # present by the card's rules, but e.g. a corrupt or mismatched file
             _loaded[name] = load_backbone(name, in_process=True, random_weights=True)
     return _loaded[name]
 
@@ -94,3 +95,5 @@ def test_forces_are_minus_energy_gradient_or_direct(backbone, slab_structures):
 def test_bad_input_is_a_clear_error(backbone, make, message):
     with pytest.raises(BackboneInputError, match=message):
         backbone.embed([make()])
+    with pytest.raises(BackboneInputError, match=message):
+        backbone.forward_differentiable(make())

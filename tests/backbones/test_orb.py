@@ -17,7 +17,7 @@ from ase import Atoms  # noqa: E402
 from ase.build import add_adsorbate, fcc111  # noqa: E402
 
 from uipbench.adapters import orb as adapter  # noqa: E402
-from uipbench.adapters.base import BackboneInputError, check_conformance  # noqa: E402
+
 from uipbench.adapters.card import WeightsError, get_card  # noqa: E402
 
 CARD = get_card("orb-v2-mptrj-only")
@@ -63,10 +63,6 @@ def test_random_weights_follow_the_seed(backbone):
     assert not torch.equal(weights(1), first)
 
 
-def test_conformance(backbone, structures):
-    check_conformance(backbone, structures)
-
-
 def test_energy_and_forces_match_package_calculator(backbone, structures):
     emb = backbone.embed(structures[1:], forces=True)[0]
     atoms = backbone.prepare(structures[1])
@@ -84,44 +80,7 @@ def test_differentiable_path_returns_direct_forces(backbone, structures):
     assert torch.all(torch.isfinite(grad)) and torch.any(grad != 0)  # energy is connected too
 
 
-def test_slab_equals_fully_periodic_slab(backbone):
-    slab = cu_s_slab()
-    periodic = slab.copy()
-    periodic.pbc = True
-    a, b = backbone.embed([slab, periodic]).structures
-    assert abs(a.energy - b.energy) < 1e-10
-    np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-10)
-    assert tuple(slab.pbc) == (True, True, False)  # input untouched
-
-
-def _og(atoms: Atoms) -> Atoms:
-    atoms = atoms.copy()
-    atoms.numbers[-1] = 118
-    return atoms
-
-
-def _nan(atoms: Atoms) -> Atoms:
-    atoms = atoms.copy()
-    atoms.positions[0, 0] = np.nan
-    return atoms
-
-
-def _no_cell(atoms: Atoms) -> Atoms:
-    return Atoms(atoms.symbols, positions=atoms.positions)
-
-
-@pytest.mark.parametrize(("make", "message"), [
-    (_og, "element.*Og.*not supported"),
-    (lambda a: Atoms(cell=a.cell, pbc=a.pbc), "empty structure"),
-    (_nan, "NaN"),
-    (_no_cell, "no 3D cell"),
-])
-def test_bad_inputs_raise(backbone, make, message):
-    bad = make(cu_s_slab())
-    with pytest.raises(BackboneInputError, match=message):
-        backbone.embed([bad])
-    with pytest.raises(BackboneInputError, match=message):
-        backbone.forward_differentiable(bad)
+# slab periodicity and bad input are covered for every adapter by test_conformance.py
 
 
 def test_missing_weights_name_file_and_variable(monkeypatch, tmp_path):
