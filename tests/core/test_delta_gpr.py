@@ -6,8 +6,9 @@ import pytest
 
 from tests.core.delta_synthetic import SPECIES_OFFSET, make, rmse
 from uipbench.adapters.base import EmbeddingBatch, EmbeddingMetadata, StructureEmbedding
-from uipbench.delta import DeltaGPR, DeltaModelError
-from uipbench.delta.aggregation import aggregate, structures_from_items
+from uipbench.delta import DeltaGPR, DeltaModelError, select_inducing
+from uipbench.delta import gpr as gpr_module
+from uipbench.delta.aggregation import Points, aggregate, structures_from_items
 from uipbench.delta.gpr import _ExactObjective, _SparseObjective
 from uipbench.delta.kernels import cholesky_jittered
 
@@ -25,6 +26,7 @@ def data():
     ("atomic", {}),
     ("atomic", {"same_species": True}),
     ("atomic", {"sparse": True, "n_inducing": 150}),
+    ("atomic", {"sparse": True, "n_inducing": 150, "inducing": "cur"}),
 ])
 def test_gp_beats_offset_only_baseline(data, aggregation, kwargs):
     train, test = data
@@ -105,6 +107,114 @@ def test_hyperparameter_optimisation_improves_likelihood(data):
     fitted = DeltaGPR("atomic", amplitude=0.1, length_scale=2.0, noise_level=1e-4, random_state=0).fit(
         train.X, train.y)
     assert fitted.log_marginal_likelihood_value_ > fixed.log_marginal_likelihood_value_
+
+
+# ----------------------------------------------------------------------------- likelihood on a subset
+
+@pytest.fixture
+def objective_sizes(monkeypatch):
+    """(kind, structures, points) of each exact / sparse likelihood objective built, in order."""
+    sizes: list[tuple[str, int, int]] = []
+
+    class Exact(_ExactObjective):
+        def __init__(self, points, residual, *args):
+            sizes.append(("exact", points.n_structures, points.n_points))
+            super().__init__(points, residual, *args)
+
+    class Sparse(_SparseObjective):
+        def __init__(self, points, residual, *args):
+            sizes.append(("sparse", points.n_structures, points.n_points))
+            super().__init__(points, residual, *args)
+
+    monkeypatch.setattr(gpr_module, "_ExactObjective", Exact)
+    monkeypatch.setattr(gpr_module, "_SparseObjective", Sparse)
+    return sizes
+
+
+def test_exact_subset_optimisation_matches_full_optimisation(objective_sizes):
+    train, test = make(800, seed=11, noise=0.02), make(300, seed=101)
+    full = DeltaGPR("global", max_opt_points=800, n_restarts=0, random_state=0).fit(train.X, train.y)
+    sub = DeltaGPR("global", max_opt_points=300, n_restarts=0, random_state=0).fit(train.X, train.y)
+    assert objective_sizes == [("exact", 800, 800), ("exact", 300, 300)]
+    # the final solve uses all structures either way
+    assert len(sub.support_) == len(full.support_) == 800 and sub.chol_.shape == (800, 800)
+    # noise and the amplitude / length-scale combination that the data pin down (a / l², the curvature of
+    # a long-length-scale RBF) agree; a and l alone slide along a flat ridge of the likelihood
+    assert abs(np.log(sub.noise_level_ / full.noise_level_)) < 0.3
+    assert abs(np.log((sub.amplitude_ / sub.length_scale_**2) / (full.amplitude_ / full.length_scale_**2))) < 0.35
+    p_full, p_sub = full.predict(test.X), sub.predict(test.X)
+    e_full, e_sub = rmse(p_full, test.y), rmse(p_sub, test.y)
+    assert e_sub < 1.03 * e_full, (e_sub, e_full)
+    assert rmse(p_sub, p_full) < 0.15 * e_full
+    assert e_full < 0.5 * rmse(full.predict_baseline(test.X), test.y)  # the GP does learn something
+
+
+def test_max_opt_points_defaults_and_counts_points(objective_sizes):
+    train = make(700, seed=12)
+    DeltaGPR("global", n_restarts=0, random_state=0).fit(train.X, train.y)  # default: 500 for exact
+    assert objective_sizes.pop() == ("exact", 500, 500)
+    DeltaGPR("global", n_restarts=0, random_state=0).fit(train.X[:400], train.y[:400])  # fewer: all of them
+    assert objective_sizes.pop() == ("exact", 400, 400)
+    # atomic: the budget counts atoms, whole structures are drawn; the final solve has every atom
+    small = make(150, seed=13)
+    model = DeltaGPR("atomic", max_opt_points=200, n_restarts=0, random_state=0).fit(small.X, small.y)
+    kind, n_structures, n_points = objective_sizes.pop()
+    assert kind == "exact" and 190 <= n_points <= 200 and n_structures < 150
+    assert len(model.support_) == sum(len(n) for _, n in small.X)
+    # sparse: the default budget is 10 000 points, so 20 structures are all used
+    DeltaGPR("atomic", sparse=True, n_inducing=20, n_restarts=0, random_state=0).fit(small.X[:20], small.y[:20])
+    assert objective_sizes.pop()[:2] == ("sparse", 20)
+    with pytest.raises(ValueError, match="max_opt_points must be an integer >= 1"):
+        DeltaGPR(max_opt_points=0).fit(train.X, train.y)
+
+
+# ----------------------------------------------------------------------------- inducing points
+
+def _atomic_points(n: int, seed: int) -> Points:
+    return aggregate(structures_from_items(make(n, seed=seed).X), "atomic", np.array([16, 29]))
+
+
+def test_cur_inducing_points_deterministic_distinct_and_stratified():
+    points = _atomic_points(80, seed=6)
+    a = select_inducing(points, 60, "cur", np.random.RandomState(0))
+    b = select_inducing(points, 60, "cur", np.random.RandomState(0))
+    c = select_inducing(points, 60, "cur", np.random.RandomState(1))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert len(np.unique(a)) == len(a) and len(np.unique(points.features[a], axis=0)) == len(a)
+    for z in (16, 29):  # each species gets its share of the 60
+        share = 60 * np.mean(points.species == z)
+        assert abs(np.sum(points.species[a] == z) - share) <= 1
+    # asking for more than there are gives every distinct point
+    everything = select_inducing(points, 10 * points.n_points, "cur", np.random.RandomState(0))
+    assert len(everything) == points.n_points
+    # a model's inducing points are as reproducible
+    train = make(60, seed=7)
+    fit = lambda: DeltaGPR("atomic", sparse=True, inducing="cur", n_inducing=40, random_state=3,  # noqa: E731
+                           **FIXED).fit(train.X, train.y)
+    np.testing.assert_array_equal(fit().support_, fit().support_)
+
+
+def test_cur_draws_by_leverage_score():
+    rng = np.random.RandomState(0)
+    bulk = np.zeros((400, 6))
+    bulk[:, :4] = rng.normal(size=(400, 4))  # 400 points spread over four directions
+    rare = np.zeros((2, 6))
+    rare[0, 4] = rare[1, 5] = 0.5  # two points alone in their direction: leverage 1 each, the bulk ~0.01
+    features = np.vstack([bulk, rare])
+    points = Points(features, np.zeros(402, np.int64), np.arange(402), 402)
+    hits = 0
+    for seed in range(20):
+        chosen = select_inducing(points, 20, "cur", np.random.RandomState(seed))
+        assert len(chosen) == 20
+        hits += int(400 in chosen) + int(401 in chosen)
+    assert hits >= 36  # almost always drawn, though they are 0.5% of the points (a uniform draw: 5% of the time)
+
+
+def test_unknown_inducing_method_is_refused(data):
+    train, _ = data
+    with pytest.raises(ValueError, match="inducing must be one of"):
+        DeltaGPR("atomic", sparse=True, inducing="fps", **FIXED).fit(train.X, train.y)
 
 
 def test_accepts_structure_embeddings_and_batches(data):

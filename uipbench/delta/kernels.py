@@ -148,12 +148,18 @@ def cholesky_jittered(K: np.ndarray, jitter: float = 1e-10, max_relative: float 
         relative *= 10.0
 
 
-def inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
-    """Symmetric inverse of ``L Lᵀ`` from its lower Cholesky factor (LAPACK potri)."""
+def lower_inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
+    """Lower triangle of the inverse of ``L Lᵀ`` (strict upper triangle zero) from its lower Cholesky
+    factor (LAPACK potri; ``L``'s strict upper triangle must be zero)."""
     inv, info = lapack.dpotri(L, lower=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"inverse from Cholesky factor failed (LAPACK info {info})")
-    inv = np.tril(inv)
+    return inv
+
+
+def inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
+    """Symmetric inverse of ``L Lᵀ`` from its lower Cholesky factor (LAPACK potri)."""
+    inv = np.tril(lower_inverse_from_cholesky(L))
     return inv + np.tril(inv, -1).T
 
 
