@@ -117,7 +117,10 @@ def main() -> int:
               f"{q.get('embed_batched_over_package_batched', float('nan')):.2f} |")
     out = ROOT / "reports" / "benchmarks" / "embed.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2) + "\n")
+    previous = json.loads(out.read_text()) if out.exists() else []
+    measured = {r["backbone"] for r in rows}
+    merged = [r for r in previous if r["backbone"] not in measured] + rows  # keep other backbones' results
+    out.write_text(json.dumps(merged, indent=2) + "\n")
     return 0
 
 
