@@ -122,3 +122,22 @@ def test_report_of_empty_results_is_a_clear_error(tmp_path):
         write_report(tmp_path)
     with pytest.raises(ReportError, match="no results file"):
         write_report(tmp_path / "nothing")
+
+
+def test_results_on_other_data_are_recomputed_not_reused(datasets_root, fake_backbone, tmp_path, monkeypatch):
+    monkeypatch.setenv("UIPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    _run(datasets_root, tmp_path)
+    structures = (datasets_root / "cu-s" / "structures.extxyz").read_text()
+    from uipbench.datasets.io import read_structures
+
+    grown = read_structures(datasets_root / "cu-s" / "structures.extxyz")
+    extra = _fake_reference(plan("cu-s", 40)[39].atoms)
+    (datasets_root / "cu-s" / "structures.extxyz").write_text(to_extxyz_text(grown + [extra]))
+    write_card(datasets_root / "cu-s", "cu-s", grown + [extra], PROTOCOL_V1, generator_settings(0, None))
+    calls = []
+    original = sweep_module.run_task
+    monkeypatch.setattr(sweep_module, "run_task", lambda task: calls.append(task) or original(task))
+    with pytest.warns(UserWarning, match="cu-s changed"):
+        _run(datasets_root, tmp_path)
+    assert calls, "stale cells recomputed"
+    assert structures != (datasets_root / "cu-s" / "structures.extxyz").read_text()

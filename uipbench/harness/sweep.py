@@ -243,6 +243,20 @@ def _metadata(config: SweepConfig, systems: dict[str, SystemData], views: dict[s
     }
 
 
+def stale_reason(out: Path, systems: dict[str, SystemData]) -> str | None:
+    """Why the results in ``out`` belong to other data than ``systems`` (None when they do not)."""
+    meta_path = out / METADATA_FILE
+    if not (out / RESULTS_FILE).exists() or not meta_path.exists():
+        return None
+    try:
+        stored = json.loads(meta_path.read_text()).get("data", {})
+    except json.JSONDecodeError:
+        return f"unreadable {meta_path.name}"
+    now = {m: sha for s in systems.values() for m, sha in s.file_sha256.items()}
+    changed = sorted(m for m in set(now) | set(stored) if stored.get(m, {}).get("sha256") != now.get(m))
+    return ", ".join(f"{m} changed" for m in changed) or None
+
+
 def systems_sha(systems: dict[str, SystemData], member: str) -> str:
     for s in systems.values():
         if member in s.file_sha256:
@@ -291,6 +305,13 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
                              f"{len(splits[name][config.seeds[0]][0])} training structures")
 
     out_path = Path(out) if out else None
+    if out_path:
+        reason = stale_reason(out_path, data)
+        if reason:  # cells computed on other data are not results of this data: start over
+            warnings.warn(f"{out_path}: results were computed on other data ({reason}); recomputing",
+                          stacklevel=2)
+            for name in (RESULTS_FILE, PREDICTIONS_FILE):
+                (out_path / name).unlink(missing_ok=True)
     results, preds = _read_existing(out_path) if out_path else (pd.DataFrame(columns=RESULT_COLUMNS), pd.DataFrame())
     done = finished_cells(results)
 
