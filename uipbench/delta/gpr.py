@@ -320,6 +320,13 @@ def _blas_limited(method: Callable) -> Callable:
     return wrapper
 
 
+#: ``length_scale_bounds="auto"``: this factor range times the median distance between training
+#: points.  Without a floor, the atomic kernel on a few structures drifts to a length scale far
+#: below any distance in the data — an interpolating table whose energy surface is spiky at every
+#: training geometry (forces useless, relaxations trapped) — and the noise to zero.
+AUTO_LENGTH_BOUNDS = (0.1, 100.0)
+
+
 class DeltaGPR(RegressorMixin, BaseEstimator):
     """Gaussian-process Δ-model on a backbone's per-atom embedding (see module doc).
 
@@ -343,7 +350,9 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         length scale, the variance ``v`` of the targets (after offset and prior mean) over
         the mean structure self-kernel for the amplitude, ``v / 100`` for the noise.
     amplitude_bounds, length_scale_bounds, noise_level_bounds : (float, float)
-        Bounds for the optimisation.
+        Bounds for the optimisation.  ``length_scale_bounds="auto"`` (default): 0.1–100 times the
+        median distance between training points (see ``AUTO_LENGTH_BOUNDS``).  The noise variance
+        is kept above 1e-6 eV² (1 meV), the order of the reference data's own convergence noise.
     optimize : bool
         Maximise the log marginal likelihood; otherwise keep the hyperparameters.
     n_restarts : int
@@ -379,8 +388,8 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
                  standardize: bool = True, offset: bool = True, prior_mean: str = "mean",
                  amplitude: float | None = None, length_scale: float | None = None, noise_level: float | None = None,
                  amplitude_bounds: tuple[float, float] = (1e-6, 1e6),
-                 length_scale_bounds: tuple[float, float] = (1e-2, 1e3),
-                 noise_level_bounds: tuple[float, float] = (1e-10, 1e2),
+                 length_scale_bounds: tuple[float, float] | str = "auto",
+                 noise_level_bounds: tuple[float, float] = (1e-6, 1e2),
                  optimize: bool = True, n_restarts: int = 1, sparse: bool | str = "auto",
                  sparse_threshold: int = 2000, n_inducing: int = 500, inducing: str = "kmeans",
                  max_opt_points: int | None = None, jitter: float = 1e-10, random_state: Any = None,
@@ -463,6 +472,8 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         if self.sparse not in (True, False, "auto"):
             raise ValueError(f"sparse must be True, False or 'auto', got {self.sparse!r}")
         for name in ("amplitude_bounds", "length_scale_bounds", "noise_level_bounds"):
+            if name == "length_scale_bounds" and self.length_scale_bounds == "auto":
+                continue
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi < np.inf:
                 raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {(lo, hi)}")
@@ -477,15 +488,20 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
                 raise ValueError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
 
     def _bounds(self) -> np.ndarray:
-        return np.log([self.amplitude_bounds, self.length_scale_bounds, self.noise_level_bounds])
+        length_bounds = self.length_scale_bounds
+        if length_bounds == "auto":
+            unit = self.median_distance_
+            length_bounds = (AUTO_LENGTH_BOUNDS[0] * unit, AUTO_LENGTH_BOUNDS[1] * unit)
+        return np.log([self.amplitude_bounds, length_bounds, self.noise_level_bounds])
 
     def _start_params(self, points: Points, residual: np.ndarray, rng: np.random.RandomState) -> KernelParams:
+        sample = points.features[rng.choice(points.n_points, min(points.n_points, 512), replace=False)]
+        d2 = sq_dist(sample, sample)[np.triu_indices(len(sample), 1)]
+        median = float(np.sqrt(np.median(d2))) if d2.size else 1.0
+        self.median_distance_ = median if np.isfinite(median) and median > 0 else 1.0
         length = self.length_scale
         if length is None:
-            sample = points.features[rng.choice(points.n_points, min(points.n_points, 512), replace=False)]
-            d2 = sq_dist(sample, sample)[np.triu_indices(len(sample), 1)]
-            median = float(np.sqrt(np.median(d2))) if d2.size else 1.0
-            length = median if np.isfinite(median) and median > 0 else 1.0
+            length = self.median_distance_
         amplitude = self.amplitude
         if amplitude is None:
             take = np.sort(rng.choice(points.n_structures, min(points.n_structures, 256), replace=False))

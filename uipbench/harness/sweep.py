@@ -240,21 +240,34 @@ def _metadata(config: SweepConfig, systems: dict[str, SystemData], views: dict[s
                  for m in members},
         "backbones": {name: {"card": str(get_card(name).path.name), "metadata": view.metadata}
                       for name, view in views.items()},
+        "delta_params": delta_params(config.gpr),
     }
 
 
-def stale_reason(out: Path, systems: dict[str, SystemData]) -> str | None:
-    """Why the results in ``out`` belong to other data than ``systems`` (None when they do not)."""
+def delta_params(gpr: dict[str, Any]) -> dict[str, Any]:
+    """Every DeltaGPR hyperparameter a sweep uses (defaults included), JSON-ready."""
+    from ..delta import DeltaGPR
+
+    params = DeltaGPR(**gpr).get_params()
+    return json.loads(json.dumps(params, default=str))
+
+
+def stale_reason(out: Path, systems: dict[str, SystemData], gpr: dict[str, Any]) -> str | None:
+    """Why the results in ``out`` belong to other data or other Δ-model settings (None when they do not)."""
     meta_path = out / METADATA_FILE
     if not (out / RESULTS_FILE).exists() or not meta_path.exists():
         return None
     try:
-        stored = json.loads(meta_path.read_text()).get("data", {})
+        meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError:
         return f"unreadable {meta_path.name}"
+    stored = meta.get("data", {})
     now = {m: sha for s in systems.values() for m, sha in s.file_sha256.items()}
-    changed = sorted(m for m in set(now) | set(stored) if stored.get(m, {}).get("sha256") != now.get(m))
-    return ", ".join(f"{m} changed" for m in changed) or None
+    reasons = [f"{m} changed" for m in sorted(set(now) | set(stored))
+               if stored.get(m, {}).get("sha256") != now.get(m)]
+    if meta.get("delta_params") != delta_params(gpr):
+        reasons.append("Δ-GPR settings changed")
+    return ", ".join(reasons) or None
 
 
 def systems_sha(systems: dict[str, SystemData], member: str) -> str:
@@ -306,9 +319,9 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
 
     out_path = Path(out) if out else None
     if out_path:
-        reason = stale_reason(out_path, data)
-        if reason:  # cells computed on other data are not results of this data: start over
-            warnings.warn(f"{out_path}: results were computed on other data ({reason}); recomputing",
+        reason = stale_reason(out_path, data, config.gpr)
+        if reason:  # cells computed on other data or settings are not results of these: start over
+            warnings.warn(f"{out_path}: results were computed on other data or settings ({reason}); recomputing",
                           stacklevel=2)
             for name in (RESULTS_FILE, PREDICTIONS_FILE):
                 (out_path / name).unlink(missing_ok=True)
