@@ -480,44 +480,16 @@ def _sweep_systems(systems: Sequence[str] | None) -> tuple[list[str], int | None
     return (list(systems), None) if systems else ([*SYSTEMS, POOLED], MIN_STRUCTURES)
 
 
-def current_data(systems: Sequence[str] | None, datasets_root: Path | None) -> dict[str, dict[str, Any]]:
-    """{member system: {sha256, structures}} of the data a sweep on ``systems`` would use now."""
+def _stale(sweep_dir: Path, systems: Sequence[str] | None, datasets_root: Path | None) -> str | None:
+    """Why the sweep results in ``sweep_dir`` belong to other data or settings (the sweep's own rule)."""
     from .harness.data import load_systems
+    from .harness.sweep import DEFAULT_GPR, stale_reason
 
     names, skip_small = _sweep_systems(systems)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data = load_systems(names, datasets_root, skip_small=skip_small)
-    out: dict[str, dict[str, Any]] = {}
-    for d in data.values():
-        for member, sha in d.file_sha256.items():
-            out[member] = {"sha256": sha, "structures": d.system_of.count(member)}
-    return out
-
-
-def _stale(sweep_dir: Path, now: dict[str, dict[str, Any]]) -> str | None:
-    """Why the cached sweep in ``sweep_dir`` was computed on other data (None if it was not)."""
-    from .harness.sweep import METADATA_FILE, RESULTS_FILE
-
-    meta_path = sweep_dir / METADATA_FILE
-    if not (sweep_dir / RESULTS_FILE).exists() or not meta_path.exists():
-        return None
-    try:
-        stored = json.loads(meta_path.read_text()).get("data", {})
-    except json.JSONDecodeError:
-        return "unreadable metadata.json"
-    then = {m: v.get("sha256") for m, v in stored.items()}
-    if then == {m: v["sha256"] for m, v in now.items()}:
-        return None
-    changes = []
-    for m in sorted(set(then) | set(now)):
-        if m not in now:
-            changes.append(f"{m} no longer used")
-        elif m not in then:
-            changes.append(f"{m} added ({now[m]['structures']} structures)")
-        elif then[m] != now[m]["sha256"]:
-            changes.append(f"{m} changed ({stored[m].get('structures')} → {now[m]['structures']} structures)")
-    return ", ".join(changes)
+    return stale_reason(sweep_dir, data, DEFAULT_GPR)
 
 
 def run_regress(baseline: str, candidate: str, systems: Sequence[str] | None = None, *,
@@ -553,12 +525,9 @@ def run_regress(baseline: str, candidate: str, systems: Sequence[str] | None = N
     notes: list[str] = []
 
     if run:
-        now = current_data(systems, datasets_root)
-        reason = _stale(sweep_dir, now)
+        reason = _stale(sweep_dir, systems, datasets_root)  # the sweep recomputes such cells itself
         if reason:
-            notes.append(f"cached sweep results were computed on other data ({reason}); recomputed")
-            for f in (sweep_module.RESULTS_FILE, sweep_module.PREDICTIONS_FILE):
-                (sweep_dir / f).unlink(missing_ok=True)
+            notes.append(f"cached sweep results were computed on other data or settings ({reason}); recomputed")
         results = sweep_module.sweep(
             [baseline, candidate], systems, aggregations=aggregations, sizes=sizes, seeds=seeds,
             descriptors=descriptors, out=sweep_dir, executor=executor, workers=workers, cache=cache,
@@ -569,7 +538,7 @@ def run_regress(baseline: str, candidate: str, systems: Sequence[str] | None = N
                                f"--no-run, or point --out at a folder with sweep/results.csv)")
         results = read_results(sweep_dir)[0]
         try:
-            reason = _stale(sweep_dir, current_data(systems, datasets_root))
+            reason = _stale(sweep_dir, systems, datasets_root)
         except ValueError:
             reason = None
         if reason:

@@ -263,8 +263,15 @@ def stale_reason(out: Path, systems: dict[str, SystemData], gpr: dict[str, Any])
         return f"unreadable {meta_path.name}"
     stored = meta.get("data", {})
     now = {m: sha for s in systems.values() for m, sha in s.file_sha256.items()}
-    reasons = [f"{m} changed" for m in sorted(set(now) | set(stored))
-               if stored.get(m, {}).get("sha256") != now.get(m)]
+    count = {m: s.system_of.count(m) for s in systems.values() for m in s.members}
+    reasons = []
+    for m in sorted(set(now) | set(stored)):
+        if m not in now:
+            reasons.append(f"{m} no longer used")
+        elif m not in stored:
+            reasons.append(f"{m} added ({count[m]} structures)")
+        elif stored[m].get("sha256") != now[m]:
+            reasons.append(f"{m} changed ({stored[m].get('structures')} → {count[m]} structures)")
     if meta.get("delta_params") != delta_params(gpr):
         reasons.append("Δ-GPR settings changed")
     return ", ".join(reasons) or None
