@@ -20,6 +20,9 @@ def test_relabelled_energies_match_the_shipped_ones_to_1_mev(system, tmp_path):
                                     "pbc": tuple(card["protocol"]["pbc"])})
     assert protocol == PROTOCOL_V1, "the card records protocol v1"
     structures = sorted(load(system), key=len)[:2]  # the two smallest: minutes, not hours
+    differences = {}
     for atoms in structures:
         result = run_gpaw(atoms, tmp_path, atoms.info["plan_id"], protocol)
-        assert result["energy"] == pytest.approx(atoms.get_potential_energy(), abs=1e-3)
+        differences[atoms.info["plan_id"]] = result["energy"] - atoms.get_potential_energy()
+    print("re-labelled − shipped energy (eV):", differences)  # shown with `pytest -s`
+    assert all(abs(d) < 1e-3 for d in differences.values()), differences
