@@ -79,7 +79,6 @@ def _cmd_env_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from ase.io import read
 
     from ._atomic import write_json_atomic
     from .adapters.registry import load_backbone

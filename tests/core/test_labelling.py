@@ -5,14 +5,14 @@ import os
 import stat
 import sys
 import textwrap
-from pathlib import Path
+
 
 import numpy as np
 import pytest
 from ase.build import fcc111
 
 from uipbench.datasets.generate import PlanEntry, plan
-from uipbench.datasets.io import STRUCTURES_FILE, read_structures, validate
+from uipbench.datasets.io import STRUCTURES_FILE, read_structures
 from uipbench.datasets.label import build_dataset, gpaw_available, label_entries
 from uipbench.datasets.protocol import ReferenceProtocol
 

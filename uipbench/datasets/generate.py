@@ -98,7 +98,7 @@ def surface_sites(slab: Atoms) -> dict[str, np.ndarray]:
     fcc = third[:, :2]  # fcc hollows sit above third-layer atoms
     cell2d = slab.cell.array[:2, :2]
     bridges = []
-    nn = LATTICE_CONSTANTS_NN(slab)
+    nn = _nearest_neighbour_distance(slab)
     for i, a in enumerate(ontop):
         for j, b in enumerate(ontop):
             for shift in _shifts():
@@ -109,7 +109,8 @@ def surface_sites(slab: Atoms) -> dict[str, np.ndarray]:
     return {"fcc": fcc, "hcp": hcp, "bridge": bridge, "ontop": ontop}
 
 
-def LATTICE_CONSTANTS_NN(slab: Atoms) -> float:  # noqa: N802 - small helper
+def _nearest_neighbour_distance(slab: Atoms) -> float:
+    """Metal–metal nearest-neighbour distance of the slab's fcc lattice (Å)."""
     metal = slab.get_chemical_symbols()[0]
     return LATTICE_CONSTANTS[metal] / np.sqrt(2.0)
 
