@@ -162,9 +162,14 @@ class Backbone(abc.ABC):
 
     def embed(self, structures: Sequence[Atoms], forces: bool = False) -> EmbeddingBatch:
         """Energies and per-atom embeddings of ``structures``, batched where the package allows."""
+        from tqdm.auto import tqdm
+
         prepared = [self.prepare(a, where=f"structure {i}") for i, a in enumerate(structures)]
         out: list[StructureEmbedding] = []
-        for start in range(0, len(prepared), self.batch_size):
+        starts = range(0, len(prepared), self.batch_size)
+        # a bar when there is more than one batch
+        for start in tqdm(starts, desc=f"embedding with {self.name}", unit="batch", leave=False,
+                          disable=len(starts) <= 1):
             out.extend(self._embed_batch(prepared[start:start + self.batch_size], forces))
         return EmbeddingBatch(out, self.metadata())
 

@@ -43,19 +43,20 @@ class RemoteBackbone(Backbone):
             if structures:
                 write(buffer, list(structures), format="extxyz")
             inp.write_text(buffer.getvalue())
+            error_file = Path(tmp) / "error.json"
             cmd = [str(spec.python), "-m", "uipbench.adapters.worker", task, "--backbone", self.card.name,
-                   "--input", str(inp), "--output", str(output), *extra]
+                   "--input", str(inp), "--output", str(output), "--error-file", str(error_file), *extra]
             if self.weights:
                 cmd += ["--weights", str(self.weights)]
             if self.random_weights:
                 cmd.append("--random-weights")
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode == INPUT_ERROR_EXIT:
-            message = json.loads(proc.stderr.strip().splitlines()[-1])["message"]
-            raise BackboneInputError(message)
+            # stderr goes to the user's terminal: progress bars, warnings and tracebacks stay visible
+            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+            if proc.returncode == INPUT_ERROR_EXIT and error_file.exists():
+                raise BackboneInputError(json.loads(error_file.read_text())["message"])
         if proc.returncode != 0:
-            raise WorkerError(f"{self.card.name} worker ({task}) failed in environment {spec.name}:\n"
-                              f"{proc.stderr[-3000:]}")
+            raise WorkerError(f"{self.card.name} worker ({task}) failed in environment {spec.name} "
+                              f"(exit {proc.returncode}); its error is printed above")
 
     def weights_identity(self) -> tuple[str, str, int]:
         """Known without starting a worker: the card's sha256, or the local file's."""

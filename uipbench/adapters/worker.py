@@ -4,8 +4,9 @@
     <env>/bin/python -m uipbench.adapters.worker relax --backbone NAME --input IN.extxyz --output OUT.extxyz
 
 Results are written atomically.  A structure the backbone cannot take is
-reported as JSON on stderr (``{"error": "BackboneInputError", "message": ...}``)
-with exit code 3, so the caller can raise the same error type.
+reported as JSON in ``--error-file`` (``{"error": "BackboneInputError", "message": ...}``)
+with exit code 3, so the caller can raise the same error type; stderr stays free for
+progress bars and tracebacks, which the caller lets through to the user's terminal.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forces", action="store_true")
     parser.add_argument("--fmax", type=float, default=0.05)
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--error-file", type=Path, default=None)
     args = parser.parse_args(argv)
     try:
         backbone = load_backbone(args.backbone, args.weights, random_weights=args.random_weights, in_process=True)
@@ -76,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             write(buffer, relaxed, format="extxyz")
             write_atomic(args.output, lambda fh: fh.write(buffer.getvalue()))
     except BackboneInputError as exc:
-        print(json.dumps({"error": "BackboneInputError", "message": str(exc)}), file=sys.stderr)
+        report = json.dumps({"error": "BackboneInputError", "message": str(exc)})
+        if args.error_file:
+            write_atomic(args.error_file, lambda fh: fh.write(report))
+        else:
+            print(report, file=sys.stderr)
         return INPUT_ERROR_EXIT
     return 0
 
