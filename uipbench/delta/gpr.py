@@ -50,6 +50,7 @@ from .aggregation import AGGREGATIONS, REDUCTIONS, Points, Structures, aggregate
     is_structure_list, structures_from_items
 from .kernels import KernelParams, Standardizer, cholesky_jittered, lower_inverse_from_cholesky, point_kernel, \
     point_kernel_torch, rbf_from_sq_dist, self_kernel, solve_lower, species_mask, sq_dist, summed_kernel
+from .offset import fit_species_offset
 
 if TYPE_CHECKING:
     import torch
@@ -430,15 +431,8 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
             raise ValueError(f"DeltaGPR needs at least 2 training structures, got n_samples={n}")
         self.species_ = np.unique(structures.numbers)
         counts = structures.species_counts(self.species_)
-        if self.offset and n < len(self.species_):
-            raise ValueError(f"the per-species offset needs at least as many training structures as species: "
-                             f"got {n} structures for {len(self.species_)} species; add structures or set "
-                             f"offset=False")
-        self.offset_coef_ = (np.linalg.lstsq(counts, y, rcond=None)[0] if self.offset
-                             else np.zeros(len(self.species_)))
-        left = y - counts @ self.offset_coef_
-        self.prior_mean_ = float(left.mean()) if self.prior_mean == "mean" else 0.0
-        residual = left - self.prior_mean_
+        self.offset_coef_, self.prior_mean_ = fit_species_offset(counts, y, self.offset, self.prior_mean)
+        residual = y - counts @ self.offset_coef_ - self.prior_mean_
 
         raw = aggregate(structures, self.aggregation, self.species_, self.reduce)
         scaler = Standardizer.fit(raw.features, self.standardize)

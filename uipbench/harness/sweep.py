@@ -142,23 +142,39 @@ def _score(task: Task, model: str, descriptor: str, aggregation: str, size: int,
 
 
 def run_task(task: Task) -> tuple[list[dict], list[dict]]:
-    """Fit and score every (aggregation, size, seed) cell of one task that is not done yet."""
+    """Fit and score every (aggregation, size, seed) cell of one task that is not done yet.
+
+    An embedding task also scores the raw backbone (after the per-species offset fitted on the
+    same training structures), once per (size, seed).
+    """
     from ..delta import DeltaGPR, DeltaModelError
+    from ..delta.offset import offset_prediction
 
     rows: list[dict] = []
     preds: list[dict] = []
     residual = task.energy_ref - task.energy_backbone
     X = list(zip(task.features, task.numbers))
+    offset_options = {k: task.gpr[k] for k in ("offset", "prior_mean") if k in task.gpr}
     for seed, (train_order, test) in task.splits.items():
         X_test = [X[i] for i in test]
         for size in task.sizes:
             train = train_order[:size]
             X_train, y_train = [X[i] for i in train], residual[train]
-            raw_key = _key(task.backbone, task.system, "raw", NONE, NONE, size, seed)
+            if task.descriptor == "embedding" and _key(task.backbone, task.system, "raw", NONE, NONE, size,
+                                                       seed) not in task.done:
+                try:
+                    raw = task.energy_backbone[test] + offset_prediction(
+                        [task.numbers[i] for i in train], y_train, [task.numbers[i] for i in test], **offset_options)
+                except ValueError as exc:
+                    rows.append(dict(backbone=task.backbone, system=task.system, model="raw", descriptor=NONE,
+                                     aggregation=NONE, train_size=size, seed=seed, metric="fit_error",
+                                     value=np.nan, note=str(exc)[:300]))
+                else:
+                    r, p = _score(task, "raw", NONE, NONE, size, seed, test, raw, None)
+                    rows += r
+                    preds += p
             for aggregation in task.aggregations:
-                key = _key(task.backbone, task.system, "delta", task.descriptor, aggregation, size, seed)
-                need_raw = task.descriptor == "embedding" and raw_key not in task.done and aggregation == task.aggregations[0]
-                if key in task.done and not need_raw:
+                if _key(task.backbone, task.system, "delta", task.descriptor, aggregation, size, seed) in task.done:
                     continue
                 base = dict(backbone=task.backbone, system=task.system, model="delta", descriptor=task.descriptor,
                             aggregation=aggregation, train_size=size, seed=seed)
@@ -171,16 +187,10 @@ def run_task(task: Task) -> tuple[list[dict], list[dict]]:
                 except (DeltaModelError, ValueError, np.linalg.LinAlgError) as exc:
                     rows.append({**base, "metric": "fit_error", "value": np.nan, "note": str(exc)[:300]})
                     continue
-                if need_raw:
-                    raw = task.energy_backbone[test] + model.predict_baseline(X_test)
-                    r, p = _score(task, "raw", NONE, NONE, size, seed, test, raw, None)
-                    rows += r
-                    preds += p
-                if key not in task.done:
-                    r, p = _score(task, "delta", task.descriptor, aggregation, size, seed, test,
-                                  task.energy_backbone[test] + mean, std)
-                    rows += r
-                    preds += p
+                r, p = _score(task, "delta", task.descriptor, aggregation, size, seed, test,
+                              task.energy_backbone[test] + mean, std)
+                rows += r
+                preds += p
     return rows, preds
 
 
