@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from .cli_common import dispatch, training_sizes
+
 
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
     from .datasets.label import build_dataset
@@ -101,20 +103,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sizes(values: list[str] | None) -> list[int | str] | None:
-    if not values:
-        return None
-    try:
-        return [v if v == "max" else int(v) for v in values]
-    except ValueError:
-        raise ValueError(f"training sizes are integers or 'max', got {values}") from None
-
-
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .harness.sweep import sweep
     from .report.tables import headline, headline_markdown
 
-    results = sweep(args.backbones, args.systems, aggregations=args.aggregations, sizes=_sizes(args.sizes),
+    results = sweep(args.backbones, args.systems, aggregations=args.aggregations, sizes=training_sizes(args.sizes),
                     seeds=args.seeds, descriptors=args.descriptors, test_fraction=args.test_fraction,
                     out=args.out, workers=args.workers, command=["uipbench", *sys.argv[1:]])
     print(headline_markdown(headline(results)))
@@ -221,12 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"uipbench: error: {exc}", file=sys.stderr)
-        return 2
+    return dispatch(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import re
 import sys
 from pathlib import Path
 
+from .cli_common import standalone_main
+
 from .mptrj import DEFAULT_CHUNK_SIZE, DEFAULT_CUTOFF, DEFAULT_MATERIAL_KEYS
 
 DEFAULT_REPORTS = Path("reports") / "mptrj-envs"
@@ -99,14 +101,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="uipbench")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"uipbench: error: {exc}", file=sys.stderr)
-        return 2
+    return standalone_main(add_parser, argv)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _sizes(values: list[str] | None) -> list[int | str] | None:
-    if not values:
-        return None
-    try:
-        return [v if v == "max" else int(v) for v in values]
-    except ValueError:
-        raise ValueError(f"training sizes are integers or 'max', got {values}") from None
+from .cli_common import standalone_main, training_sizes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"regress needs {' and '.join(missing)} (or the subcommand `golden`)")
     result = run_regress(args.baseline, args.candidate, args.systems, seeds=args.seeds, tolerance=args.tolerance,
                          gate_metric=args.gate_metric, gate_models=tuple(args.gate_models), out=args.out,
-                         sizes=_sizes(args.sizes), aggregations=args.aggregations, descriptors=args.descriptors,
+                         sizes=training_sizes(args.sizes), aggregations=args.aggregations, descriptors=args.descriptors,
                          run=not args.no_run, workers=args.workers, progress=not args.no_progress,
                          command=["uipbench", *sys.argv[1:]])
     text = result.report.read_text()
@@ -116,14 +109,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="uipbench")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"uipbench: error: {exc}", file=sys.stderr)
-        return 2
+    return standalone_main(add_parser, argv)
 
 
 if __name__ == "__main__":
