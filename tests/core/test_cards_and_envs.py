@@ -75,6 +75,25 @@ def test_status_names_the_variable_for_missing_download_weights(monkeypatch, tmp
     assert s.state == "weights missing" and card.weights_env_var in s.hint
 
 
+def test_status_finds_orb_weights_in_cached_path_cache(monkeypatch, tmp_path):
+    """cached_path names a cached file sha256(url)[.sha256(etag)]; status finds the newest such file."""
+    import hashlib
+    import os
+
+    card = get_card("orb-v2-mptrj-only")
+    monkeypatch.delenv(card.weights_env_var, raising=False)
+    monkeypatch.setenv("CACHED_PATH_CACHE_ROOT", str(tmp_path))
+    assert status(card).state == "weights missing"
+    stem = hashlib.sha256(card.weights["source"].encode()).hexdigest()
+    (tmp_path / f"{stem}.json").write_text("{}")  # cached_path's metadata file is not the weights
+    assert status(card).state == "weights missing"
+    for i, etag in enumerate(("a", "b")):
+        path = tmp_path / f"{stem}.{hashlib.sha256(etag.encode()).hexdigest()}"
+        path.write_bytes(b"weights")
+        os.utime(path, (1000 + i, 1000 + i))
+    assert status(card).weights_present and status(card).weights == path
+
+
 def test_core_package_imports_no_backbone():
     code = ("import sys, uipbench, uipbench.cache, uipbench.datasets, uipbench.adapters.registry, uipbench.cli; "
             "bad = [m for m in ('chgnet', 'sevenn', 'mace', 'orb_models', 'e3nn', 'torch') if m in sys.modules]; "

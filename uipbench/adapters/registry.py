@@ -2,6 +2,7 @@
 otherwise through a worker in the backbone's own environment."""
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -83,7 +84,23 @@ def weights_location(card: BackboneCard) -> Path | None:
         return sp / card.weights["package_path"] if sp else None
     if "cache_path" in card.weights:
         return Path(os.path.expanduser(card.weights["cache_path"]))
+    if "cache_dir" in card.weights:
+        return cached_path_file(card.weights["source"], card.weights["cache_dir"])
     return None
+
+
+def cached_path_file(url: str, cache_dir: str) -> Path | None:
+    """The newest copy of ``url`` in a ``cached_path`` cache, found the way ``cached_path.find_latest_cached``
+    finds it (file name = sha256 of the URL [+ "." + sha256 of the ETag]), without importing the package.
+
+    ``CACHED_PATH_CACHE_ROOT`` overrides ``cache_dir``, as it does for cached_path itself.
+    """
+    root = Path(os.environ.get("CACHED_PATH_CACHE_ROOT") or os.path.expanduser(cache_dir))
+    prefix = hashlib.sha256(url.encode("utf-8")).hexdigest()
+    candidates = [path for path in root.glob(f"{prefix}*")
+                  if path.suffix not in {".json", ".lock"} and not path.name.endswith("-extracted")
+                  and path.is_file()]
+    return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
 
 
 def status(card: BackboneCard) -> BackboneStatus:
