@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -23,6 +24,9 @@ def dispatch(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; bad input becomes one ``uipbench: error: ...`` line and exit 2."""
     try:
         return args.func(args)
+    except BrokenPipeError:  # output piped into `head` & co.: stop quietly, as other Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"uipbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
