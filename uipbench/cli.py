@@ -109,7 +109,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     results = sweep(args.backbones, args.systems, aggregations=args.aggregations, sizes=training_sizes(args.sizes),
                     seeds=args.seeds, descriptors=args.descriptors, test_fraction=args.test_fraction,
-                    out=args.out, workers=args.workers, command=["uipbench", *sys.argv[1:]])
+                    out=args.out, workers=args.workers, command=["uipbench", *sys.argv[1:]],
+                    datasets_root=args.datasets_root)
     print(headline_markdown(headline(results)))
     print(f"results: {args.out}/results.csv")
     return 0
@@ -185,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="compare backbones raw and Δ-corrected (resumable)")
     sw.add_argument("--backbones", nargs="*", help="default: every backbone whose weights are present")
-    sw.add_argument("--systems", nargs="*", help="default: every shipped system and 'all' (pooled)")
+    sw.add_argument("--systems", nargs="*", help="default: every system under the datasets folder and 'all' (pooled)")
+    sw.add_argument("--datasets-root", type=Path, default=None,
+                    help="datasets folder (default: the shipped one); each subfolder with a structures.extxyz "
+                         "of labelled structures is a system")
     sw.add_argument("--aggregations", nargs="*", default=list(AGGREGATIONS))
     sw.add_argument("--descriptors", nargs="*", default=list(DESCRIPTORS))
     sw.add_argument("--sizes", nargs="*", help="training sizes (integers or 'max'); default 5 10 20 40 max")

@@ -472,12 +472,12 @@ class RegressResult:
         return exit_code(self.failures)
 
 
-def _sweep_systems(systems: Sequence[str] | None) -> tuple[list[str], int | None]:
-    from .datasets.protocol import SYSTEMS
+def _sweep_systems(systems: Sequence[str] | None, datasets_root: Path | None) -> tuple[list[str], int | None]:
+    from .datasets.io import available_systems
     from .harness.data import POOLED
     from .harness.sweep import MIN_STRUCTURES
 
-    return (list(systems), None) if systems else ([*SYSTEMS, POOLED], MIN_STRUCTURES)
+    return (list(systems), None) if systems else ([*available_systems(datasets_root), POOLED], MIN_STRUCTURES)
 
 
 def _stale(sweep_dir: Path, systems: Sequence[str] | None, datasets_root: Path | None) -> str | None:
@@ -485,7 +485,7 @@ def _stale(sweep_dir: Path, systems: Sequence[str] | None, datasets_root: Path |
     from .harness.data import load_systems
     from .harness.sweep import DEFAULT_GPR, stale_reason
 
-    names, skip_small = _sweep_systems(systems)
+    names, skip_small = _sweep_systems(systems, datasets_root)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data = load_systems(names, datasets_root, skip_small=skip_small)

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
                          gate_metric=args.gate_metric, gate_models=tuple(args.gate_models), out=args.out,
                          sizes=training_sizes(args.sizes), aggregations=args.aggregations, descriptors=args.descriptors,
                          run=not args.no_run, workers=args.workers, progress=not args.no_progress,
-                         command=["uipbench", *sys.argv[1:]])
+                         command=["uipbench", *sys.argv[1:]], datasets_root=args.datasets_root)
     text = result.report.read_text()
     gate = text.split("## Gate", 1)[1].split("\n## ", 1)[0] if "## Gate" in text else ""
     print(f"{result.baseline} → {result.candidate}")
@@ -77,7 +77,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "(|mean| > 2 standard errors). Exit 2 on bad input.")
     p.add_argument("--baseline", help="backbone name of the reference (e.g. chgnet-0.2.0)")
     p.add_argument("--candidate", help="backbone name of the update (e.g. chgnet-0.3.0)")
-    p.add_argument("--systems", nargs="*", help="default: every shipped system with enough structures, and 'all'")
+    p.add_argument("--systems", nargs="*", help="default: every system with enough structures, and 'all'")
+    p.add_argument("--datasets-root", type=Path, default=None,
+                   help="datasets folder (default: the shipped one); each subfolder with a structures.extxyz is a system")
     p.add_argument("--seeds", nargs="*", type=int, default=list(DEFAULT_SEEDS))
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help=f"how much worse the gate metric may be, in its units (default {DEFAULT_TOLERANCE:g} "

@@ -1,6 +1,7 @@
 """The sweep: tidy results, resumable without recomputation, clear errors for bad input."""
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -141,3 +142,46 @@ def test_results_on_other_data_are_recomputed_not_reused(datasets_root, fake_bac
         _run(datasets_root, tmp_path)
     assert calls, "stale cells recomputed"
     assert structures != (datasets_root / "cu-s" / "structures.extxyz").read_text()
+
+
+def _plain_copy(atoms, protocol):
+    """What a user brings from elsewhere: energy and forces only, none of the generator's info."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    out = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    out.calc = SinglePointCalculator(out, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+    if protocol:
+        out.info["protocol"] = protocol
+    return out
+
+
+@pytest.mark.parametrize("protocol", [PROTOCOL_V1.name, "vasp-pbe-other"])
+def test_a_users_own_dataset_folder_is_a_system(datasets_root, fake_backbone, tmp_path, monkeypatch, protocol):
+    """Any folder with a structures.extxyz under the datasets root is swept by default; 'all' pools
+    only data of one reference protocol."""
+    from ase.io import read, write
+
+    from uipbench.datasets.io import available_systems
+
+    monkeypatch.setenv("UIPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    source = read(datasets_root / "cu-s" / "structures.extxyz", index=":")
+    (datasets_root / "my-cu-s").mkdir()
+    write(datasets_root / "my-cu-s" / "structures.extxyz", [_plain_copy(a, protocol) for a in source])
+    assert available_systems(datasets_root) == ["cu-s", "ag-s", "my-cu-s"]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        results = _run(datasets_root, tmp_path, systems=None, sizes=[4], seeds=[0], aggregations=["global"])
+    swept = set(results.system)
+    messages = " ".join(str(w.message) for w in record)
+    if protocol == PROTOCOL_V1.name:
+        assert swept == {"cu-s", "ag-s", "my-cu-s", "all"}
+        mine = results[(results.system == "my-cu-s") & (results.metric == "energy_mae_mev_per_atom")]
+        theirs = results[(results.system == "cu-s") & (results.metric == "energy_mae_mev_per_atom")]
+        # the same structures and labels give the same errors whatever the folder is called
+        np.testing.assert_allclose(np.sort(mine.value), np.sort(theirs.value), rtol=1e-10)
+    else:
+        assert swept == {"cu-s", "ag-s", "my-cu-s"}
+        assert "different reference protocols" in messages
+    with pytest.raises(ValueError, match="unknown system.*my-cu-s"):
+        _run(datasets_root, tmp_path, systems=["nope"], out=None)

@@ -42,6 +42,15 @@ def system_dir(system: str, root: Path | None = None) -> Path:
     return directory
 
 
+def available_systems(root: Path | None = None) -> list[str]:
+    """Systems with a structures file under ``root``: the shipped ones first, then any other
+    folder holding ``structures.extxyz`` (a user's own data, labelled elsewhere), sorted."""
+    root = Path(root) if root is not None else default_root()
+    shipped = [s for s in SYSTEMS if (root / s / STRUCTURES_FILE).is_file()]
+    extra = sorted(p.parent.name for p in root.glob(f"*/{STRUCTURES_FILE}") if p.parent.name not in SYSTEMS)
+    return [*shipped, *extra]
+
+
 def structure_hash(atoms: Atoms, decimals: int = 5) -> str:
     """Content hash of a structure: numbers, positions, cell and pbc (rounded)."""
     h = hashlib.sha256()

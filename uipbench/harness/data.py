@@ -11,7 +11,7 @@ from ase import Atoms
 
 from ..adapters.registry import load_backbone
 from ..cache import EmbeddingCache, cached_embed
-from ..datasets.io import STRUCTURES_FILE, group_key, load, system_dir, train_test_split
+from ..datasets.io import STRUCTURES_FILE, available_systems, group_key, load, system_dir, train_test_split
 from ..datasets.protocol import SYSTEMS
 from .metrics import count_s_s_pairs
 
@@ -73,11 +73,13 @@ def load_systems(names: list[str], root: Path | None = None, skip_small: int | N
 
     ``skip_small``: leave out (with a warning) shipped systems with fewer labelled structures.
     """
-    unknown = [n for n in names if n != POOLED and n not in SYSTEMS]
+    present = available_systems(root)
+    unknown = [n for n in names if n != POOLED and n not in SYSTEMS and n not in present]
     if unknown:
-        raise ValueError(f"unknown system(s) {', '.join(unknown)}; known: {', '.join([*SYSTEMS, POOLED])}")
-    members = [s for s in SYSTEMS if s in names
-               or (POOLED in names and (system_dir(s, root) / STRUCTURES_FILE).exists())]
+        where = Path(root) if root is not None else "the shipped datasets folder"
+        raise ValueError(f"unknown system(s) {', '.join(unknown)}; known in {where}: "
+                         f"{', '.join([*dict.fromkeys([*SYSTEMS, *present]), POOLED])}")
+    members = list(dict.fromkeys(s for s in [*SYSTEMS, *present] if s in names or (POOLED in names and s in present)))
     loaded = {s: load(s, root) for s in members}
     if skip_small:
         for s in list(loaded):
@@ -93,6 +95,12 @@ def load_systems(names: list[str], root: Path | None = None, skip_small: int | N
         parts = [m for m in members if loaded[m]] if name == POOLED else [name]
         if name == POOLED and len(parts) < 2 and skip_small:
             continue  # pooling one system repeats it
+        if name == POOLED:
+            protocols = {m: sorted({str(a.info.get("protocol", "unknown")) for a in loaded[m]}) for m in parts}
+            if len({tuple(v) for v in protocols.values()}) > 1:
+                warnings.warn(f"'{POOLED}' left out: its members were labelled with different reference "
+                              f"protocols ({protocols}); energies of different protocols do not pool", stacklevel=2)
+                continue
         structures = [a for p in parts for a in loaded[p]]
         if not structures:
             raise ValueError(f"system {name} has no labelled structures")

@@ -235,18 +235,27 @@ def _metadata(config: SweepConfig, systems: dict[str, SystemData], views: dict[s
     import importlib.metadata as md
 
     from ..adapters.card import get_card
-    from ..datasets.io import load_card
     from ..datasets.protocol import PROTOCOL_V1
 
     members = sorted({m for s in systems.values() for m in s.members})
+    count: dict[str, int] = {}
+    protocols: dict[str, set[str]] = {}
+    for s in systems.values():
+        for m in s.members:
+            own = [a for a, of in zip(s.structures, s.system_of) if of == m]
+            count[m] = len(own)
+            protocols[m] = {str(a.info.get("protocol", "unknown")) for a in own}
+    names = sorted(set().union(*protocols.values()))
+    protocol = PROTOCOL_V1.to_dict() if names == [PROTOCOL_V1.name] else {"name": ", ".join(names)}
     return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command or sys.argv,
         "config": {**asdict(config), "sizes": [str(s) for s in config.sizes]},
         "versions": {"uipbench": md.version("uipbench"), "python": platform.python_version(),
                      **{p: md.version(p) for p in ("numpy", "scipy", "scikit-learn", "pandas", "ase")}},
-        "protocol": PROTOCOL_V1.to_dict(),
-        "data": {m: {"sha256": systems_sha(systems, m), "structures": load_card(m, root)["counts"]["structures"]}
+        "protocol": protocol,
+        "data": {m: {"sha256": systems_sha(systems, m), "structures": count[m], "protocol": sorted(protocols[m]),
+                     "root": str(root) if root is not None else "shipped"}
                  for m in members},
         "backbones": {name: {"card": str(get_card(name).path.name), "metadata": view.metadata}
                       for name, view in views.items()},
@@ -304,14 +313,14 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
     """Run (or resume) a sweep and return its tidy results table.
 
     ``backbones``: default every backbone whose weights are present; ``systems``: default
-    every shipped system alone plus ``all`` pooled.  ``out``: folder for results.csv,
+    every system under ``datasets_root`` (the shipped folder if None) alone plus ``all`` pooled.  ``out``: folder for results.csv,
     predictions.csv and metadata.json (resumable); ``None`` keeps results in memory.
     ``executor``: any ``concurrent.futures.Executor`` (Dask, submitit, ...); default
     ``workers`` local processes.
     """
     from ..adapters.card import get_card
     from ..adapters.registry import available_backbones
-    from ..datasets.protocol import SYSTEMS
+    from ..datasets.io import available_systems
 
     backbones = list(backbones) if backbones else available_backbones()
     if not backbones:
@@ -319,7 +328,7 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
     for name in backbones:
         get_card(name)  # unknown names fail before any work
     explicit_systems = bool(systems)
-    systems = list(systems) if systems else [*SYSTEMS, POOLED]
+    systems = list(systems) if systems else [*available_systems(datasets_root), POOLED]
     config = SweepConfig(tuple(backbones), tuple(systems), tuple(aggregations),
                          tuple(sizes) if sizes else DEFAULT_SIZES, tuple(seeds), tuple(descriptors), test_fraction,
                          {**DEFAULT_GPR, **(gpr or {})}, explicit_sizes=sizes is not None)
