@@ -144,6 +144,26 @@ def test_results_on_other_data_are_recomputed_not_reused(datasets_root, fake_bac
     assert structures != (datasets_root / "cu-s" / "structures.extxyz").read_text()
 
 
+def test_delta_cells_record_evidence_and_older_results_are_recomputed(datasets_root, fake_backbone, tmp_path,
+                                                                        monkeypatch):
+    import json
+
+    monkeypatch.setenv("UIPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    results = _run(datasets_root, tmp_path)
+    lml = results[results.metric == sweep_module.LML]
+    mae = results[results.metric == "energy_mae_mev_per_atom"]
+    assert set(lml.model) == {"delta"} and len(lml) == (mae.model == "delta").sum()
+    assert np.all(np.isfinite(lml.value))
+    meta_path = tmp_path / "run" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["results_schema"] == sweep_module.RESULTS_SCHEMA
+    meta["results_schema"] = 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="older uipbench"):
+        again = _run(datasets_root, tmp_path)
+    assert len(again) == len(results)
+
+
 def _plain_copy(atoms, protocol):
     """What a user brings from elsewhere: energy and forces only, none of the generator's info."""
     from ase import Atoms

@@ -41,6 +41,11 @@ NONE = "-"
 KEY_COLUMNS = ["backbone", "system", "model", "descriptor", "aggregation", "train_size", "seed"]
 RESULT_COLUMNS = [*KEY_COLUMNS, "metric", "value", "note"]
 RESULTS_FILE, PREDICTIONS_FILE, METADATA_FILE = "results.csv", "predictions.csv", "metadata.json"
+#: version of what a results table holds; results of another version are recomputed, not mixed in
+#: (2: Δ cells record the log marginal likelihood of their fit)
+RESULTS_SCHEMA = 2
+#: metric name of a Δ fit's log marginal likelihood (nats, training data only)
+LML = "log_marginal_likelihood"
 
 #: Δ-GPR settings of the sweep (scikit-learn style hyperparameters of DeltaGPR)
 DEFAULT_GPR: dict[str, Any] = {"n_restarts": 1, "n_inducing": 300, "sparse_threshold": 1500}
@@ -189,6 +194,9 @@ def run_task(task: Task) -> tuple[list[dict], list[dict]]:
                     continue
                 r, p = _score(task, "delta", task.descriptor, aggregation, size, seed, test,
                               task.energy_backbone[test] + mean, std)
+                # the evidence of the fit, from training data only: lets a report choose an aggregation
+                # without looking at the test set
+                r.append({**base, "metric": LML, "value": float(model.log_marginal_likelihood_value_), "note": ""})
                 rows += r
                 preds += p
     return rows, preds
@@ -260,6 +268,7 @@ def _metadata(config: SweepConfig, systems: dict[str, SystemData], views: dict[s
         "backbones": {name: {"card": str(get_card(name).path.name), "metadata": view.metadata}
                       for name, view in views.items()},
         "delta_params": delta_params(config.gpr),
+        "results_schema": RESULTS_SCHEMA,
     }
 
 
@@ -293,6 +302,8 @@ def stale_reason(out: Path, systems: dict[str, SystemData], gpr: dict[str, Any])
             reasons.append(f"{m} changed ({stored[m].get('structures')} → {count[m]} structures)")
     if meta.get("delta_params") != delta_params(gpr):
         reasons.append("Δ-GPR settings changed")
+    if meta.get("results_schema", 1) != RESULTS_SCHEMA:
+        reasons.append(f"results of an older uipbench (schema {meta.get('results_schema', 1)}, now {RESULTS_SCHEMA})")
     return ", ".join(reasons) or None
 
 

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .tables import MAE, headline, summarise  # noqa: E402
+from .tables import MAE, evidence_choice, headline, summarise  # noqa: E402
 
 AGG_STYLE = {"global": ("tab:blue", "o"), "species": ("tab:orange", "s"), "atomic": ("tab:green", "^")}
 SYSTEM_COLOURS = {"cu-s": "tab:orange", "ag-s": "tab:gray", "au-s": "goldenrod"}
@@ -70,14 +70,16 @@ def learning_curves(results: pd.DataFrame, out: Path) -> Path:
 
 
 def heatmap(results: pd.DataFrame, out: Path) -> Path:
-    """Backbone × system: raw error and best Δ error at the largest training size."""
+    """Backbone × system: raw error and Δ error (evidence-chosen aggregation; best on test where the
+    results hold no evidence) at the largest training size."""
     table = headline(results)
+    table["delta_shown"] = table.chosen_mean.where(np.isfinite(table.chosen_mean), table.delta_mean)
     backbones, systems = sorted(table.backbone.unique()), _system_order(table.system.unique())
     fig, axes = plt.subplots(1, 2, figsize=(3.0 + 1.3 * len(systems) * 2, 1.2 + 0.55 * len(backbones)),
                              sharey=True)
     vmax = float(np.nanmax(table.raw_mean)) if not table.empty else 1.0
     for ax, column, title in ((axes[0], "raw_mean", "raw (per-species offset)"),
-                              (axes[1], "delta_mean", "Δ-corrected (best aggregation)")):
+                              (axes[1], "delta_shown", "Δ-corrected (aggregation by evidence)")):
         grid = np.full((len(backbones), len(systems)), np.nan)
         for r in table.itertuples(index=False):
             grid[backbones.index(r.backbone), systems.index(r.system)] = getattr(r, column)
@@ -97,7 +99,20 @@ def heatmap(results: pd.DataFrame, out: Path) -> Path:
 
 def _best_cells(results: pd.DataFrame) -> pd.DataFrame:
     table = headline(results)
-    return table[["backbone", "system", "train_size", "best_aggregation"]]
+    return table[["backbone", "system", "train_size", "best_aggregation", "chosen_aggregation"]]
+
+
+def _delta_predictions(results: pd.DataFrame, p: pd.DataFrame, cell) -> tuple[pd.DataFrame, str]:
+    """Δ predictions of one headline cell, each seed with its evidence-chosen aggregation (the
+    best-on-test one where the results hold no evidence), and a label for it."""
+    delta = p[(p.model == "delta") & (p.descriptor == "embedding")]
+    chosen = evidence_choice(results)
+    chosen = chosen[(chosen.backbone == cell.backbone) & (chosen.system == cell.system)
+                    & (chosen.train_size == cell.train_size)]
+    if chosen.empty:
+        return delta[delta.aggregation == cell.best_aggregation], f"{cell.best_aggregation}, best on test"
+    picked = delta.merge(chosen[["seed", "aggregation"]], on=["seed", "aggregation"], how="inner")
+    return picked, f"{cell.chosen_aggregation}, by evidence"
 
 
 def parity(results: pd.DataFrame, predictions: pd.DataFrame, out: Path, system: str | None = None) -> Path:
@@ -112,9 +127,9 @@ def parity(results: pd.DataFrame, predictions: pd.DataFrame, out: Path, system: 
         p = predictions[(predictions.backbone == r.backbone) & (predictions.system == system)
                         & (predictions.train_size == r.train_size)]
         raw = p[p.model == "raw"]
-        delta = p[(p.model == "delta") & (p.descriptor == "embedding") & (p.aggregation == r.best_aggregation)]
+        delta, label = _delta_predictions(results, p, r)
         centre = (p.energy_ref / p.n_atoms).groupby(p.member_system).mean()
-        for ax, part, title in ((axes[i][0], raw, "raw"), (axes[i][1], delta, f"Δ ({r.best_aggregation})")):
+        for ax, part, title in ((axes[i][0], raw, "raw"), (axes[i][1], delta, f"Δ ({label})")):
             shift = part.member_system.map(centre)
             x = 1000 * (part.energy_ref / part.n_atoms - shift)
             y = 1000 * (part.energy_pred / part.n_atoms - shift)
@@ -146,9 +161,7 @@ def s_s_diagnosis(results: pd.DataFrame, predictions: pd.DataFrame, out: Path) -
             p = predictions[(predictions.backbone == r.backbone) & (predictions.system == system)
                             & (predictions.train_size == r.train_size)]
             colour = f"C{k}"
-            for model, ls, part in (("raw", "-", p[p.model == "raw"]),
-                                    ("Δ", "--", p[(p.model == "delta") & (p.descriptor == "embedding")
-                                                  & (p.aggregation == r.best_aggregation)])):
+            for model, ls, part in (("raw", "-", p[p.model == "raw"]), ("Δ", "--", _delta_predictions(results, p, r)[0])):
                 err = 1000 * (part.energy_pred - part.energy_ref) / part.n_atoms
                 g = err.groupby(part.n_ss_pairs).agg(["mean", "sem", "count"])
                 ax.errorbar(g.index, g["mean"], yerr=g["sem"].fillna(0), color=colour, ls=ls, marker="o", ms=3,

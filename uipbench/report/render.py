@@ -90,9 +90,11 @@ def _blocks(results, head, summary, figs, metadata, out: Path) -> list[tuple[str
                f"*Δ on SOAP* = the same GPR on a SOAP descriptor instead of the embedding."),
         ("md", "## Headline: energy MAE at the largest training set (meV/atom, mean ± std over seeds)"),
         ("md", headline_markdown(head) if not head.empty else "_no complete cells_"),
-        ("md", "“Δ best” is the aggregation with the lowest mean held-out error; choosing it on the test "
-               "error flatters it when the test sets are small — every aggregation is listed in the full "
-               "table below."),
+        ("md", "*Δ* uses, for each seed, the aggregation whose fit has the highest log marginal likelihood "
+               "(the GP's evidence, computed on the training structures only), so the choice never sees the "
+               "test set. *Δ best on test* is the aggregation with the lowest mean held-out error: choosing on "
+               "the data it is scored on flatters it, the more so the smaller the test sets; it is shown for "
+               "reference only. Every aggregation is listed in the full table below."),
         ("md", "## Learning curves"),
         ("md", f"![learning curves]({rel['learning']})"),
         ("md", "## Backbone × system"),
