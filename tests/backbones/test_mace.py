@@ -21,21 +21,13 @@ NO_WEIGHTS_ONLY_BEFORE = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
 
 import torch  # noqa: E402
 from ase import Atoms  # noqa: E402
-from ase.build import add_adsorbate, fcc111  # noqa: E402
 
 from uipbench.adapters import mace as adapter  # noqa: E402
-
 from uipbench.adapters.card import WeightsError, get_card  # noqa: E402
 
+from ..structures import cu_s_slab  # noqa: E402
+
 CARD = get_card("mace-mp-0-medium")
-
-
-def cu_s_slab(sites: tuple[str, ...] = ("fcc",), layers: int = 3) -> Atoms:
-    """2x2 Cu(111) slab with S adatoms, pbc=(T,T,F), 6 Å of vacuum on each side."""
-    slab = fcc111("Cu", size=(2, 2, layers), vacuum=6.0)
-    for site in sites:
-        add_adsorbate(slab, "S", 1.6, site)
-    return slab
 
 
 @pytest.fixture(scope="module")

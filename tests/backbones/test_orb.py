@@ -14,21 +14,13 @@ pytest.importorskip("orb_models")
 
 import torch  # noqa: E402
 from ase import Atoms  # noqa: E402
-from ase.build import add_adsorbate, fcc111  # noqa: E402
 
 from uipbench.adapters import orb as adapter  # noqa: E402
-
 from uipbench.adapters.card import WeightsError, get_card  # noqa: E402
 
+from ..structures import cu_s_slab  # noqa: E402
+
 CARD = get_card("orb-v2-mptrj-only")
-
-
-def cu_s_slab(sites: tuple[str, ...] = ("fcc",), layers: int = 3) -> Atoms:
-    """2x2 Cu(111) slab with S adatoms, pbc=(T,T,F), 6 Å of vacuum on each side."""
-    slab = fcc111("Cu", size=(2, 2, layers), vacuum=6.0)
-    for site in sites:
-        add_adsorbate(slab, "S", 1.6, site)
-    return slab
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +84,31 @@ def test_missing_weights_name_file_and_variable(monkeypatch, tmp_path):
         adapter.load(CARD, download=False)
     with pytest.raises(WeightsError, match="not found"):
         adapter.load(CARD, tmp_path / "absent.ckpt")
+
+
+def test_status_finds_the_file_where_cached_path_caches_it(monkeypatch, tmp_path):
+    """`uipbench backbones` looks in cached_path's cache without importing it: same file as cached_path."""
+    import time
+
+    import cached_path
+    from cached_path.util import resource_to_filename
+
+    from uipbench.adapters.registry import cached_path_file, status
+
+    monkeypatch.delenv(CARD.weights_env_var, raising=False)
+    monkeypatch.setenv("CACHED_PATH_CACHE_ROOT", str(tmp_path))
+    url = CARD.weights["source"]
+    assert not status(CARD).weights_present
+    old = tmp_path / resource_to_filename(url, etag="old")
+    old.write_bytes(b"old")
+    (tmp_path / (resource_to_filename(url, etag="old") + ".json")).write_text("{}")
+    time.sleep(0.01)
+    new = tmp_path / resource_to_filename(url, etag="new")
+    new.write_bytes(b"new")
+    (tmp_path / resource_to_filename("https://example.org/other.ckpt")).write_bytes(b"other")
+    assert cached_path_file(url, CARD.weights["cache_dir"]) == new
+    assert cached_path.find_latest_cached(url, cache_dir=tmp_path) == new
+    assert status(CARD).weights_present and status(CARD).weights == new
 
 
 def test_weights_file_is_checked_and_recorded(backbone, structures, monkeypatch, tmp_path):

@@ -155,6 +155,19 @@ class Backbone(abc.ABC):
 
     batch_size: int = 16
 
+    def _card_metadata(self, weights_sha256: str, packages: Sequence[str], **extra: str) -> EmbeddingMetadata:
+        """The metadata record of this adapter: card facts plus the installed versions of ``packages``
+        (the first one is the backbone's own package)."""
+        from importlib import metadata as importlib_metadata
+
+        versions = {p: importlib_metadata.version(p) for p in packages}
+        return EmbeddingMetadata(
+            backbone=self.name, package=packages[0], package_version=versions[packages[0]],
+            weights_sha256=weights_sha256, layer=self.card.embedding_layer,
+            width=self.card.embedding_width, dtype="float64", device="cpu",
+            versions={**versions, **extra},
+        )
+
     def weights_identity(self) -> tuple[str, str, int]:
         """(backbone name, weights sha256, width): what an embedding cache is keyed by."""
         meta = self.metadata()

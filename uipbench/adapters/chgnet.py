@@ -11,7 +11,6 @@ adapter multiplies by the number of atoms, as CHGNet's own ASE calculator does.
 """
 from __future__ import annotations
 
-import importlib.metadata as md
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +46,8 @@ class CHGNetBackbone(Backbone):
         return self._numbers
 
     def metadata(self) -> EmbeddingMetadata:
-        return EmbeddingMetadata(
-            backbone=self.card.name, package="chgnet", package_version=md.version("chgnet"),
-            weights_sha256=self._weights_sha256, layer=self.card.embedding_layer,
-            width=self.card.embedding_width, dtype="float64", device="cpu",
-            versions={"torch": torch.__version__, "chgnet": md.version("chgnet"),
-                      "model_precision": str(self.dtype).removeprefix("torch.")},
-        )
+        return self._card_metadata(self._weights_sha256, ("chgnet", "torch"),
+                                   model_precision=str(self.dtype).removeprefix("torch."))
 
     def calculator(self):
         """chgnet's own ASE calculator on this model (a float32 copy: chgnet's graphs are float32)."""

@@ -20,7 +20,6 @@ import contextlib
 import os
 import sys
 import warnings
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -30,6 +29,7 @@ from ase import Atoms
 
 from .base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
 from .card import BackboneCard, CardError, WeightsError, verify_weights
+from .torch_tools import default_dtype, frozen_float64
 
 if TYPE_CHECKING:
     import torch
@@ -51,19 +51,6 @@ def _restored_env(name: str) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = before
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: "torch.dtype") -> Iterator[None]:
-    """torch's default dtype set to ``dtype`` inside the block only."""
-    import torch
-
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(before)
 
 
 @contextlib.contextmanager
@@ -157,7 +144,7 @@ def build_random_model(card: BackboneCard, seed: int, mace: SimpleNamespace) -> 
         raise CardError(f"{card.path}: random_weights needs an [architecture] table")
     numbers = sorted(MPTRJ_NUMBERS)
     interactions = mace.modules.interaction_classes
-    with _default_dtype(torch.float64), torch.random.fork_rng(devices=[]), _e3nn_jit_disabled():
+    with default_dtype(torch.float64), torch.random.fork_rng(devices=[]), _e3nn_jit_disabled():
         torch.manual_seed(seed)
         model = getattr(mace.modules, arch["model"])(
             r_max=float(arch["r_max"]), num_bessel=int(arch["num_bessel"]),
@@ -198,9 +185,7 @@ class MaceBackbone(Backbone):
 
         self.card = card
         self._mace = mace
-        self.model = model.to(torch.float64).eval()
-        for param in self.model.parameters():
-            param.requires_grad_(False)
+        self.model = frozen_float64(model)
         self._weights_sha256 = weights_sha256
         self._columns = torch.tensor(scalar_channels(self.model, mace.o3), dtype=torch.long)
         self._numbers = frozenset(int(z) for z in self.model.atomic_numbers)
@@ -217,19 +202,13 @@ class MaceBackbone(Backbone):
         return self._numbers
 
     def metadata(self) -> EmbeddingMetadata:
-        return EmbeddingMetadata(
-            backbone=self.name, package=self.card.package,
-            package_version=importlib_metadata.version(self.card.package),
-            weights_sha256=self._weights_sha256, layer=self.card.embedding_layer,
-            width=self.card.embedding_width, dtype="float64", device="cpu",
-            versions={p: importlib_metadata.version(p) for p in ("torch", "e3nn", "mace-torch", "ase")},
-        )
+        return self._card_metadata(self._weights_sha256, (self.card.package, "torch", "e3nn", "ase"))
 
     def _graph_batch(self, structures: Sequence[Atoms]) -> Any:
         """mace's torch_geometric batch of AtomicData for fully periodic structures."""
         import torch
 
-        with _default_dtype(torch.float64):
+        with default_dtype(torch.float64):
             graphs = [
                 self._mace.data.AtomicData.from_config(
                     self._mace.data.config_from_atoms(a, head_name=self._heads[0]),

@@ -15,35 +15,22 @@ from __future__ import annotations
 import contextlib
 import sys
 import warnings
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import Atoms
 
 from .base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
 from .card import BackboneCard, CardError, WeightsError, verify_weights
+from .torch_tools import default_dtype, frozen_float64
 
 if TYPE_CHECKING:
     import torch
 
 #: elements of MPtrj, the training set of the ``mptrj-only`` ORB models
 MPTRJ_NUMBERS = frozenset(range(1, 84)) | frozenset(range(89, 95))
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: "torch.dtype") -> Iterator[None]:
-    """torch's default dtype set to ``dtype`` inside the block only."""
-    import torch
-
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(before)
 
 
 def import_orb() -> SimpleNamespace:
@@ -141,7 +128,7 @@ def _calculator_class(orb: SimpleNamespace) -> type:
 
     class Float64ORBCalculator(orb.ORBCalculator):
         def calculate(self, *args: Any, **kwargs: Any) -> None:
-            with _default_dtype(torch.float64):
+            with default_dtype(torch.float64):
                 super().calculate(*args, **kwargs)
 
     return Float64ORBCalculator
@@ -154,13 +141,9 @@ class OrbBackbone(Backbone):
 
     def __init__(self, card: BackboneCard, model: "torch.nn.Module", weights_sha256: str,
                  orb: SimpleNamespace) -> None:
-        import torch
-
         self.card = card
         self._orb = orb
-        self.model = model.to(torch.float64).eval()
-        for param in self.model.parameters():
-            param.requires_grad_(False)
+        self.model = frozen_float64(model)
         self._weights_sha256 = weights_sha256
         if getattr(self.model, "pair_repulsion", False):
             raise NotImplementedError(f"{card.name}: ORB models with ZBL pair repulsion are not supported")
@@ -172,13 +155,7 @@ class OrbBackbone(Backbone):
         return MPTRJ_NUMBERS
 
     def metadata(self) -> EmbeddingMetadata:
-        return EmbeddingMetadata(
-            backbone=self.name, package=self.card.package,
-            package_version=importlib_metadata.version(self.card.package),
-            weights_sha256=self._weights_sha256, layer=self.card.embedding_layer,
-            width=self.card.embedding_width, dtype="float64", device="cpu",
-            versions={p: importlib_metadata.version(p) for p in ("torch", "orb-models", "ase")},
-        )
+        return self._card_metadata(self._weights_sha256, (self.card.package, "ase", "torch"))
 
     def _graph(self, atoms: Atoms) -> Any:
         """orb's AtomGraphs of one fully periodic structure, in float64."""
@@ -196,7 +173,7 @@ class OrbBackbone(Backbone):
         """
         import torch
 
-        with _default_dtype(torch.float64):
+        with default_dtype(torch.float64):
             features = self.model.model(batch)["node_features"]
             energy = self.model.heads["energy"].predict(features, batch)
             direct = self.model.heads["forces"].predict(features, batch) if forces else None

@@ -11,8 +11,6 @@ does), so energy and embedding stay connected to the positions.
 """
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata as md
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from ase import Atoms
 
 from .base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
 from .card import BackboneCard, WeightsError, verify_weights
+from .torch_tools import default_dtype
 
 READOUT_MODULE = "reduce_input_to_hidden"
 FORCE_MODULE = "force_output"
@@ -62,13 +61,8 @@ class SevenNetBackbone(Backbone):
         return self._numbers
 
     def metadata(self) -> EmbeddingMetadata:
-        return EmbeddingMetadata(
-            backbone=self.card.name, package="sevenn", package_version=md.version("sevenn"),
-            weights_sha256=self._weights_sha256, layer=self.card.embedding_layer,
-            width=self.card.embedding_width, dtype="float64", device="cpu",
-            versions={"torch": torch.__version__, "sevenn": md.version("sevenn"), "e3nn": md.version("e3nn"),
-                      "model_precision": str(self.dtype).removeprefix("torch.")},
-        )
+        return self._card_metadata(self._weights_sha256, ("sevenn", "torch", "e3nn"),
+                                   model_precision=str(self.dtype).removeprefix("torch."))
 
     def calculator(self):
         """sevenn's own ASE calculator on this model (float32, as sevenn builds its graphs)."""
@@ -138,22 +132,12 @@ class SevenNetBackbone(Backbone):
                                     numbers=prepared.numbers.astype(np.int64))
 
 
-@contextlib.contextmanager
-def _default_dtype(dtype: "torch.dtype"):
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
 def _rebuilt_in_float64(checkpoint, model32):
     """The same model built with float64 as torch's default dtype (e3nn bakes constants in it),
     carrying the float32 checkpoint's parameters."""
     from sevenn.model_build import build_E3_equivariant_model
 
-    with _default_dtype(torch.float64):
+    with default_dtype(torch.float64):
         model64 = build_E3_equivariant_model(checkpoint.config)
     state = {k: v.double() if v.is_floating_point() else v for k, v in model32.state_dict().items()}
     model64.load_state_dict(state, strict=True)
