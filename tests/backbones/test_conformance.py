@@ -6,6 +6,8 @@ with random weights (the weights-dependent checks are then the same, only the nu
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -77,9 +79,13 @@ def test_too_little_vacuum_is_an_error(backbone):
 
 
 def test_forces_are_minus_energy_gradient_or_direct(backbone, slab_structures):
-    batch = backbone.embed(slab_structures[:1], forces=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch = backbone.embed(slab_structures[:1], forces=True)
     forces = batch.structures[0].forces
     assert forces.shape == (len(slab_structures[0]), 3) and np.all(np.isfinite(forces))
+    # energies leave autograd cleanly (no float() of a tensor that requires grad, in our code or theirs)
+    assert not [str(w.message) for w in caught if "requires_grad=True to a scalar" in str(w.message)]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ adapter multiplies by the number of atoms, as CHGNet's own ASE calculator does.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,11 @@ class CHGNetBackbone(Backbone):
         try:
             comp = 0 if model.composition_model is None else model.composition_model.fc(
                 model.composition_model._assemble_graphs(graphs).to(self.dtype)).view(-1)
-            batched = BatchedGraph.from_graphs(graphs, bond_basis_expansion=model.bond_basis_expansion,
-                                               angle_basis_expansion=model.angle_basis_expansion,
-                                               compute_stress=False)
+            with warnings.catch_warnings():  # chgnet turns each cell volume into a tensor via float(); harmless
+                warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
+                batched = BatchedGraph.from_graphs(graphs, bond_basis_expansion=model.bond_basis_expansion,
+                                                   angle_basis_expansion=model.angle_basis_expansion,
+                                                   compute_stress=False)
             prediction = model._compute(batched)
         finally:
             hook.remove()
@@ -96,7 +99,7 @@ class CHGNetBackbone(Backbone):
             energy, embeddings, positions = self._run(graphs)
             grads = torch.autograd.grad(energy.sum(), positions) if forces else [None] * len(structures)
         return [
-            StructureEmbedding(float(e), emb.detach().double().numpy().copy(), a.numbers.astype(np.int64).copy(),
+            StructureEmbedding(float(e.detach()), emb.detach().double().numpy().copy(), a.numbers.astype(np.int64).copy(),
                                None if g is None else -g.detach().double().numpy())
             for e, emb, a, g in zip(energy, embeddings, structures, grads)
         ]

@@ -119,7 +119,7 @@ class SevenNetBackbone(Backbone):
             energy, embeddings = self._run(structures, positions)
             grads = torch.autograd.grad(energy.sum(), positions) if forces else [None] * len(structures)
         return [
-            StructureEmbedding(float(e), emb.detach().double().numpy().copy(), a.numbers.astype(np.int64).copy(),
+            StructureEmbedding(float(e.detach()), emb.detach().double().numpy().copy(), a.numbers.astype(np.int64).copy(),
                                None if g is None else -g.detach().double().numpy())
             for e, emb, a, g in zip(energy, embeddings, structures, grads)
         ]
