@@ -52,3 +52,10 @@ def test_results_without_evidence_fall_back_to_best_on_test(results):
 
 def test_metric_name_is_shared_with_the_sweep():
     assert LML == SWEEP_LML
+
+
+def test_soap_column_uses_the_same_evidence_rule(results):
+    soap = results[results.model == "delta"].assign(descriptor="soap")
+    soap.loc[soap.metric == MAE, "value"] += 1.0
+    row = headline(pd.concat([results, soap], ignore_index=True)).iloc[0]
+    assert row.soap_mean == pytest.approx(12.0) and row.chosen_mean == pytest.approx(11.0)
