@@ -324,8 +324,9 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
     """Run (or resume) a sweep and return its tidy results table.
 
     ``backbones``: default every backbone whose weights are present; ``systems``: default
-    every system under ``datasets_root`` (the shipped folder if None) alone plus ``all`` pooled.  ``out``: folder for results.csv,
-    predictions.csv and metadata.json (resumable); ``None`` keeps results in memory.
+    every system under ``datasets_root`` (the shipped folder if None) alone plus ``all``
+    pooled.  ``out``: folder for results.csv, predictions.csv and metadata.json (resumable);
+    ``None`` keeps results in memory.
     ``executor``: any ``concurrent.futures.Executor`` (Dask, submitit, ...); default
     ``workers`` local processes.
     """
