@@ -73,7 +73,8 @@ def heatmap(results: pd.DataFrame, out: Path) -> Path:
     """Backbone × system: raw error and Δ error (evidence-chosen aggregation; best on test where the
     results hold no evidence) at the largest training size."""
     table = headline(results)
-    table["delta_shown"] = table.chosen_mean.where(np.isfinite(table.chosen_mean), table.delta_mean)
+    if not table.empty:
+        table["delta_shown"] = table.chosen_mean.where(np.isfinite(table.chosen_mean), table.delta_mean)
     backbones, systems = sorted(table.backbone.unique()), _system_order(table.system.unique())
     fig, axes = plt.subplots(1, 2, figsize=(3.0 + 1.3 * len(systems) * 2, 1.2 + 0.55 * len(backbones)),
                              sharey=True)
