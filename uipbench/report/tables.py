@@ -39,6 +39,15 @@ def _aggregation_label(choices: pd.Series) -> str:
     return ", ".join(f"{a}×{n}" if len(counts) > 1 else str(a) for a, n in counts.items())
 
 
+def _chosen_summary(choice: pd.DataFrame, backbone: str, system: str, size: int) -> tuple[str, float, float]:
+    """(aggregation label, mean, std over seeds) of one cell of :func:`evidence_choice`; ("", nan, nan) if absent."""
+    cell = choice[(choice.backbone == backbone) & (choice.system == system) & (choice.train_size == size)]
+    if cell.empty:
+        return "", np.nan, np.nan
+    return (_aggregation_label(cell.aggregation), float(cell.value.mean()),
+            float(cell.value.std()) if len(cell) > 1 else np.nan)
+
+
 def headline(results: pd.DataFrame, metric: str = MAE, descriptor: str = "embedding") -> pd.DataFrame:
     """Per backbone and system, at the largest training size: the raw error, the Δ error with the
     aggregation chosen per seed by the evidence (training data only), and, for reference, the best
@@ -60,22 +69,14 @@ def headline(results: pd.DataFrame, metric: str = MAE, descriptor: str = "embedd
             "raw_mean": float(raw["mean"].iloc[0]), "raw_std": float(raw["std"].iloc[0]),
             "best_aggregation": best.aggregation, "delta_mean": float(best["mean"]), "delta_std": float(best["std"]),
         }
-        mine = chosen[(chosen.backbone == backbone) & (chosen.system == system)
-                      & (chosen.train_size == row["train_size"])]
-        if mine.empty:
-            row.update(chosen_aggregation="", chosen_mean=np.nan, chosen_std=np.nan)
-        else:
-            row.update(chosen_aggregation=_aggregation_label(mine.aggregation), chosen_mean=float(mine.value.mean()),
-                       chosen_std=float(mine.value.std()) if len(mine) > 1 else np.nan)
+        label, mean, std = _chosen_summary(chosen, backbone, system, row["train_size"])
+        row.update(chosen_aggregation=label, chosen_mean=mean, chosen_std=std)
         corrected = row["chosen_mean"] if np.isfinite(row["chosen_mean"]) else row["delta_mean"]
         row["ratio"] = corrected / row["raw_mean"] if row["raw_mean"] > 0 else np.nan
         soap = part[(part.model == "delta") & (part.descriptor == "soap")]
-        soap_chosen = soap_choice[(soap_choice.backbone == backbone) & (soap_choice.system == system)
-                                  & (soap_choice.train_size == row["train_size"])]
-        if not soap_chosen.empty:  # the same rule as the embedding's Δ, so the two compare fairly
-            row.update(soap_aggregation=_aggregation_label(soap_chosen.aggregation),
-                       soap_mean=float(soap_chosen.value.mean()),
-                       soap_std=float(soap_chosen.value.std()) if len(soap_chosen) > 1 else np.nan)
+        label, mean, std = _chosen_summary(soap_choice, backbone, system, row["train_size"])
+        if label:  # the same rule as the embedding's Δ, so the two compare fairly
+            row.update(soap_aggregation=label, soap_mean=mean, soap_std=std)
         elif not soap.empty:
             s = soap.loc[soap["mean"].idxmin()]
             row.update(soap_aggregation=f"{s.aggregation}, best on test", soap_mean=float(s["mean"]),
