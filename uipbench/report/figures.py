@@ -103,13 +103,12 @@ def _best_cells(results: pd.DataFrame) -> pd.DataFrame:
     return table[["backbone", "system", "train_size", "best_aggregation", "chosen_aggregation"]]
 
 
-def _delta_predictions(results: pd.DataFrame, p: pd.DataFrame, cell) -> tuple[pd.DataFrame, str]:
-    """Δ predictions of one headline cell, each seed with its evidence-chosen aggregation (the
-    best-on-test one where the results hold no evidence), and a label for it."""
+def _delta_predictions(choice: pd.DataFrame, p: pd.DataFrame, cell) -> tuple[pd.DataFrame, str]:
+    """Δ predictions of one headline cell, each seed with its evidence-chosen aggregation (``choice``:
+    :func:`evidence_choice` of the results; best on test where it has no row), and a label for it."""
     delta = p[(p.model == "delta") & (p.descriptor == "embedding")]
-    chosen = evidence_choice(results)
-    chosen = chosen[(chosen.backbone == cell.backbone) & (chosen.system == cell.system)
-                    & (chosen.train_size == cell.train_size)]
+    chosen = choice[(choice.backbone == cell.backbone) & (choice.system == cell.system)
+                    & (choice.train_size == cell.train_size)]
     if chosen.empty:
         return delta[delta.aggregation == cell.best_aggregation], f"{cell.best_aggregation}, best on test"
     picked = delta.merge(chosen[["seed", "aggregation"]], on=["seed", "aggregation"], how="inner")
@@ -120,6 +119,7 @@ def parity(results: pd.DataFrame, predictions: pd.DataFrame, out: Path, system: 
     """DFT vs predicted energy per atom on held-out structures, raw and Δ-corrected (best aggregation,
     largest training size, all seeds)."""
     best = _best_cells(results)
+    choice = evidence_choice(results)
     system = system or ("all" if "all" in set(best.system) else sorted(best.system)[0])
     best = best[best.system == system]
     backbones = sorted(best.backbone)
@@ -128,7 +128,7 @@ def parity(results: pd.DataFrame, predictions: pd.DataFrame, out: Path, system: 
         p = predictions[(predictions.backbone == r.backbone) & (predictions.system == system)
                         & (predictions.train_size == r.train_size)]
         raw = p[p.model == "raw"]
-        delta, label = _delta_predictions(results, p, r)
+        delta, label = _delta_predictions(choice, p, r)
         centre = (p.energy_ref / p.n_atoms).groupby(p.member_system).mean()
         for ax, part, title in ((axes[i][0], raw, "raw"), (axes[i][1], delta, f"Δ ({label})")):
             shift = part.member_system.map(centre)
@@ -154,6 +154,7 @@ def parity(results: pd.DataFrame, predictions: pd.DataFrame, out: Path, system: 
 def s_s_diagnosis(results: pd.DataFrame, predictions: pd.DataFrame, out: Path) -> Path:
     """Mean signed error vs number of S–S pairs (< 2.4 Å) per structure: raw and Δ-corrected."""
     best = _best_cells(results)
+    choice = evidence_choice(results)
     systems = _system_order(best.system.unique())
     fig, axes = plt.subplots(1, len(systems), figsize=(3.6 * len(systems), 3.2), squeeze=False, sharey=True)
     for j, system in enumerate(systems):
@@ -162,7 +163,7 @@ def s_s_diagnosis(results: pd.DataFrame, predictions: pd.DataFrame, out: Path) -
             p = predictions[(predictions.backbone == r.backbone) & (predictions.system == system)
                             & (predictions.train_size == r.train_size)]
             colour = f"C{k}"
-            for model, ls, part in (("raw", "-", p[p.model == "raw"]), ("Δ", "--", _delta_predictions(results, p, r)[0])):
+            for model, ls, part in (("raw", "-", p[p.model == "raw"]), ("Δ", "--", _delta_predictions(choice, p, r)[0])):
                 err = 1000 * (part.energy_pred - part.energy_ref) / part.n_atoms
                 g = err.groupby(part.n_ss_pairs).agg(["mean", "sem", "count"])
                 ax.errorbar(g.index, g["mean"], yerr=g["sem"].fillna(0), color=colour, ls=ls, marker="o", ms=3,
