@@ -9,7 +9,6 @@ structure or backbone it is filed under, is reported and recomputed, never used.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from ase import Atoms
 from ._atomic import write_atomic
 from .adapters.base import Backbone, EmbeddingBatch, EmbeddingMetadata, StructureEmbedding
 from .datasets.io import structure_hash
+from .paths import cache_dir
 
 
 class CacheWarning(UserWarning):
@@ -28,8 +28,7 @@ class CacheWarning(UserWarning):
 
 
 def default_cache_dir() -> Path:
-    override = os.environ.get("UIPBENCH_CACHE_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / ".cache" / "embeddings"
+    return cache_dir()
 
 
 class EmbeddingCache:

@@ -40,8 +40,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = REPO_ROOT / "reports" / "baselines"
+from .paths import golden_dir
+
+GOLDEN_DIR = golden_dir()
 REGRESS_DIR = Path("reports") / "regress"
 GOLDEN_FORMAT = "uipbench-golden-v1"
 

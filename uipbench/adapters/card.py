@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..paths import cards_dir
+
 
 class CardError(ValueError):
     """A card is missing, malformed or names an unknown backbone."""
 
 
-def cards_dir() -> Path:
-    override = os.environ.get("UIPBENCH_BACKBONES_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "backbones"
+
 
 
 @dataclass(frozen=True)

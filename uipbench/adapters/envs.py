@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,19 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._atomic import write_json_atomic
+from ..paths import envs_dir, repo_root
 from .card import BackboneCard, CardError, all_cards
 
 TORCH_REQUIREMENT = "torch==2.13.0"
 MARKER = "uipbench-env.json"
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def envs_dir() -> Path:
-    override = os.environ.get("UIPBENCH_ENVS_DIR")
-    return Path(override) if override else repo_root() / ".venvs"
 
 
 @dataclass(frozen=True)

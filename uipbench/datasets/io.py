@@ -14,6 +14,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
+from ..paths import datasets_dir
 from .protocol import PROTOCOL_NAME, SYSTEMS
 
 STRUCTURES_FILE = "structures.extxyz"
@@ -24,13 +25,9 @@ class DatasetError(ValueError):
     """A dataset file or card is missing, malformed or inconsistent."""
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def default_root() -> Path:
     """``datasets/`` of the source checkout (where the shipped data lives)."""
-    return repo_root() / "datasets"
+    return datasets_dir()
 
 
 def system_dir(system: str, root: Path | None = None) -> Path:

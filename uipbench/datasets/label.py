@@ -27,12 +27,13 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from .._atomic import write_json_atomic, write_text_atomic
+from ..paths import gpaw_python
 from .generate import BLOCK_SCHEDULE, S_HEIGHT_RANGE, VARIANTS, PlanEntry, plan
 from .io import (CARD_FILE, STRUCTURES_FILE, DatasetError, count_summary, read_structures,
                  structure_hash, to_extxyz_text, with_results)
 from .protocol import PROTOCOL_V1, ReferenceProtocol, system_metal
 
-GPAW_PYTHON = os.environ.get("UIPBENCH_GPAW_PYTHON", "/usr/bin/python3")
+GPAW_PYTHON = gpaw_python()
 RUNNER = Path(__file__).with_name("gpaw_runner.py")
 
 Relaxer = Callable[[Atoms], Atoms]
