@@ -205,3 +205,20 @@ def test_a_users_own_dataset_folder_is_a_system(datasets_root, fake_backbone, tm
         assert "different reference protocols" in messages
     with pytest.raises(ValueError, match="unknown system.*my-cu-s"):
         _run(datasets_root, tmp_path, systems=["nope"], out=None)
+
+
+def test_mixed_protocols_in_one_system_are_refused_before_any_work(datasets_root, fake_backbone, tmp_path):
+    """A folder whose structures carry two protocols is an error naming the system, the file and the
+    counts, alone or as a member of 'all' (which never pools it)."""
+    from ase.io import read, write
+
+    source = read(datasets_root / "cu-s" / "structures.extxyz", index=":")
+    mixed = [_plain_copy(a, PROTOCOL_V1.name if i < 7 else "vasp-pbe-other") for i, a in enumerate(source)]
+    (datasets_root / "my-cu-s").mkdir()
+    write(datasets_root / "my-cu-s" / "structures.extxyz", mixed)
+    path = datasets_root / "my-cu-s" / "structures.extxyz"
+    for systems in (["my-cu-s"], ["all"], None):
+        with pytest.raises(ValueError, match=rf"{path}: system my-cu-s mixes reference protocols "
+                                             rf"\('{PROTOCOL_V1.name}': 7 structures, 'vasp-pbe-other': 3 structures\)"):
+            _run(datasets_root, tmp_path, systems=systems)
+    assert fake_backbone.calls == 0 and not (tmp_path / "run").exists()
