@@ -90,7 +90,7 @@ def test_a_truncated_results_file_is_recomputed_not_trusted(finished, datasets_r
     assert load_run(tmp_path / "run").partial is None  # rewritten whole, with its manifest
 
 
-def test_a_truncated_predictions_file_recomputes_its_cells(finished, datasets_root, tmp_path, monkeypatch):
+def test_a_truncated_predictions_file_recomputes_its_cells(finished, datasets_root, tmp_path, monkeypatch):  # noqa: F811
     results, _, preds_text = finished
     (tmp_path / "run" / PREDICTIONS_FILE).write_bytes(preds_text[:len(preds_text) // 2])
     with pytest.warns(UserWarning, match="predictions.csv differs"):
@@ -100,7 +100,8 @@ def test_a_truncated_predictions_file_recomputes_its_cells(finished, datasets_ro
     assert len(pd.read_csv(tmp_path / "run" / PREDICTIONS_FILE)) == len(full)
 
 
-def test_an_older_file_without_manifest_is_checked_cell_by_cell(finished, datasets_root, tmp_path, monkeypatch):
+def test_an_older_file_without_manifest_is_checked_cell_by_cell(finished, datasets_root, tmp_path,  # noqa: F811
+                                                                 monkeypatch):
     results, _, _ = finished
     (tmp_path / "run" / MANIFEST_FILE).unlink()
     calls = []
@@ -113,7 +114,7 @@ def test_an_older_file_without_manifest_is_checked_cell_by_cell(finished, datase
     pd.testing.assert_frame_equal(again, results, check_dtype=False)
 
 
-def test_a_cell_with_a_duplicated_or_foreign_metric_is_not_finished():
+def test_a_cell_with_a_duplicated_or_missing_metric_is_not_finished():
     base = dict(backbone="b", system="s", model="delta", descriptor="embedding", aggregation="global",
                 train_size=4, seed=0, value=1.0, note="")
     from uipbench.harness.metrics import expected_metrics
@@ -123,6 +124,8 @@ def test_a_cell_with_a_duplicated_or_foreign_metric_is_not_finished():
     assert len(finished_cells(table)) == 1
     assert finished_cells(pd.concat([table, table.iloc[:1]])) == frozenset()
     assert finished_cells(table.iloc[1:]) == frozenset()
+    foreign = pd.DataFrame([{**base, "metric": "a_metric_no_longer_registered"}])
+    assert len(finished_cells(pd.concat([table, foreign]))) == 1
     assert len(finished_cells(pd.DataFrame([{**base, "metric": "fit_error", "value": np.nan}]))) == 1
 
 

@@ -172,9 +172,10 @@ def finished_cells(results: pd.DataFrame, predictions: pd.DataFrame | None = Non
                    expected: Mapping[tuple, frozenset[str]] | None = None) -> frozenset[tuple]:
     """Keys (:func:`cell_key`) of the cells whose rows are complete.
 
-    A cell is complete when it holds exactly one ``fit_error`` row, or exactly the metrics
-    ``expected[key]`` (default: what a cell of its model holds, with or without forces) once each;
-    and, where ``predictions`` are given, one prediction per held-out structure (its ``n_test``).
+    A cell is complete when it holds exactly one ``fit_error`` row, or every metric of
+    ``expected[key]`` (default: what a cell of its model holds without forces), each once (rows of
+    metrics no longer registered may be there too); and, where ``predictions`` are given, one
+    prediction per held-out structure (its ``n_test``).
     """
     if results.empty:
         return frozenset()
@@ -198,9 +199,8 @@ def finished_cells(results: pd.DataFrame, predictions: pd.DataFrame | None = Non
 
 def _expected_set(key: tuple, names: set[str], expected: Mapping[tuple, frozenset[str]] | None) -> bool:
     if expected is not None and key in expected:
-        return names == expected[key]
-    model = key[KEY_COLUMNS.index("model")]
-    return names in (expected_metrics(model, True), expected_metrics(model, False))
+        return names >= expected[key]
+    return names >= expected_metrics(key[KEY_COLUMNS.index("model")], False)
 
 
 def _prediction_counts(predictions: pd.DataFrame | None) -> dict[tuple, int] | None:
