@@ -30,11 +30,8 @@ from ..cache import EmbeddingCache
 from ..datasets.io import structure_hash
 from . import metrics as M
 from .data import POOLED, BackboneView, SystemData, embed_systems, load_systems
+from .defaults import AGGREGATIONS, DEFAULT_SEEDS, DEFAULT_SIZES, DESCRIPTORS
 
-AGGREGATIONS = ("global", "species", "atomic")
-DESCRIPTORS = ("embedding", "soap")
-DEFAULT_SIZES: tuple[int | str, ...] = (5, 10, 20, 40, "max")
-DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 #: a default sweep leaves out systems with fewer labelled structures (named systems are always run)
 MIN_STRUCTURES = 6
 NONE = "-"
