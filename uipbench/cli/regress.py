@@ -5,9 +5,7 @@
     uipbench regress golden --write NAME [NAME ...] [--random-weights]
     uipbench regress golden --check NAME [NAME ...]
 
-Wired into the main parser with ``regress_cli.add_parser(subparsers)``; it also runs as
-``python -m uipbench.regress_cli regress ...``.  Exit codes: 0 pass, 1 regression (or golden
-mismatch), 2 bad input.
+Exit codes: 0 pass, 1 regression (or golden mismatch), 2 bad input.
 """
 from __future__ import annotations
 
@@ -15,20 +13,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_common import standalone_main, training_sizes
+from .common import (add_datasets_root_argument, add_grid_arguments, check_output_files, check_output_folder,
+                     command_line, training_sizes)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .regress import run_regress
-
     missing = [flag for flag, value in (("--baseline", args.baseline), ("--candidate", args.candidate)) if not value]
     if missing:
         raise ValueError(f"regress needs {' and '.join(missing)} (or the subcommand `golden`)")
+    if args.out is not None:
+        check_output_folder("--out", args.out)
+    from ..regress import run_regress
+
     result = run_regress(args.baseline, args.candidate, args.systems, seeds=args.seeds, tolerance=args.tolerance,
                          gate_metric=args.gate_metric, gate_models=tuple(args.gate_models), out=args.out,
                          sizes=training_sizes(args.sizes), aggregations=args.aggregations, descriptors=args.descriptors,
                          run=not args.no_run, workers=args.workers, progress=not args.no_progress,
-                         command=["uipbench", *sys.argv[1:]], datasets_root=args.datasets_root)
+                         command=command_line(), datasets_root=args.datasets_root)
     text = result.report.read_text()
     gate = text.split("## Gate", 1)[1].split("\n## ", 1)[0] if "## Gate" in text else ""
     print(f"{result.baseline} → {result.candidate}")
@@ -41,22 +42,33 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def run_golden(args: argparse.Namespace) -> int:
-    from .regress import GoldenMismatch, check_golden, write_golden
+def _golden_path(args: argparse.Namespace, names: list[str]) -> Path | None:
+    """``--path`` names one golden file, so it goes with exactly one backbone."""
+    if args.path is not None and len(names) != 1:
+        raise ValueError(f"--path names one golden file; give one backbone with it, not {len(names)} "
+                         f"({' '.join(names) or 'none'})")
+    return args.path
 
+
+def run_golden(args: argparse.Namespace) -> int:
     if bool(args.write) == bool(args.check):
         raise ValueError("regress golden needs exactly one of --write NAME... or --check NAME...")
+    path = _golden_path(args, args.write or args.check)
     in_process = {"auto": None, "yes": True, "no": False}[args.in_process]
+    from ..regress import GoldenMismatch, check_golden, write_golden
+
     if args.write:
+        if path is not None:
+            check_output_files({"--path": path})
         for name in args.write:
-            path = write_golden(name, args.path if len(args.write) == 1 else None,
-                                random_weights=True if args.random_weights else None, in_process=in_process)
-            print(f"{name}: golden file {path}")
+            written = write_golden(name, path, random_weights=True if args.random_weights else None,
+                                   in_process=in_process)
+            print(f"{name}: golden file {written}")
         return 0
     failed = 0
     for name in args.check:
         try:
-            check_golden(name, args.path if len(args.check) == 1 else None, in_process=in_process)
+            check_golden(name, path, in_process=in_process)
             print(f"{name}: matches its golden file")
         except GoldenMismatch as exc:
             failed += 1
@@ -64,9 +76,21 @@ def run_golden(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    from .harness.sweep import AGGREGATIONS, DEFAULT_SEEDS
-    from .regress import COMPARED_METRICS, DEFAULT_TOLERANCE, MAE
+def _add_golden(subparsers: argparse._SubParsersAction) -> None:
+    g = subparsers.add_parser("golden", help="write or check golden files reports/baselines/<backbone>.json",
+                              description="Energies and embedding fingerprints on fixed generator structures. Runs "
+                                          "in-process when the backbone's package is importable, else in its worker.")
+    g.add_argument("--write", nargs="*", metavar="NAME", help="backbones to (re)write golden files for")
+    g.add_argument("--check", nargs="*", metavar="NAME", help="backbones to check against their golden files")
+    g.add_argument("--path", type=Path, default=None, help="golden file (one backbone only; default reports/baselines)")
+    g.add_argument("--random-weights", action="store_true",
+                   help="write with the card's architecture and random weights (seed 0) even if real ones exist")
+    g.add_argument("--in-process", choices=("auto", "yes", "no"), default="auto")
+    g.set_defaults(func=run_golden)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..regress import COMPARED_METRICS, DEFAULT_TOLERANCE, MAE
 
     p = subparsers.add_parser(
         "regress", help="compare a candidate backbone with a baseline (paired over seeds); golden files",
@@ -78,41 +102,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="backbone name of the reference (e.g. chgnet-0.2.0)")
     p.add_argument("--candidate", help="backbone name of the update (e.g. chgnet-0.3.0)")
     p.add_argument("--systems", nargs="*", help="default: every system with enough structures, and 'all'")
-    p.add_argument("--datasets-root", type=Path, default=None,
-                   help="datasets folder (default: the shipped one); each subfolder with a structures.extxyz is a system")
-    p.add_argument("--seeds", nargs="*", type=int, default=list(DEFAULT_SEEDS))
+    add_datasets_root_argument(p)
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help=f"how much worse the gate metric may be, in its units (default {DEFAULT_TOLERANCE:g} "
                         f"meV/atom on the energy MAE)")
     p.add_argument("--gate-metric", default=MAE, choices=COMPARED_METRICS)
     p.add_argument("--gate-models", nargs="*", default=["raw"], choices=("raw", "delta"),
                    help="which models the gate looks at (default raw)")
-    p.add_argument("--sizes", nargs="*", help="training sizes (integers or 'max'); default the sweep's")
-    p.add_argument("--aggregations", nargs="*", default=list(AGGREGATIONS))
+    add_grid_arguments(p)
     p.add_argument("--descriptors", nargs="*", default=["embedding"])
     p.add_argument("--out", type=Path, default=None, help="default reports/regress/<baseline>__<candidate>")
     p.add_argument("--no-run", action="store_true", help="only compare results already in <out>/sweep")
     p.add_argument("--workers", type=int, default=1, help="local processes for the Δ-fits")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
-
-    sub = p.add_subparsers(dest="regress_command", required=False)
-    g = sub.add_parser("golden", help="write or check golden files reports/baselines/<backbone>.json",
-                       description="Energies and embedding fingerprints on fixed generator structures. Runs "
-                                   "in-process when the backbone's package is importable, else in its worker.")
-    g.add_argument("--write", nargs="*", metavar="NAME", help="backbones to (re)write golden files for")
-    g.add_argument("--check", nargs="*", metavar="NAME", help="backbones to check against their golden files")
-    g.add_argument("--path", type=Path, default=None, help="golden file (one backbone only; default reports/baselines)")
-    g.add_argument("--random-weights", action="store_true",
-                   help="write with the card's architecture and random weights (seed 0) even if real ones exist")
-    g.add_argument("--in-process", choices=("auto", "yes", "no"), default="auto")
-    g.set_defaults(func=run_golden)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    return standalone_main(add_parser, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    _add_golden(p.add_subparsers(dest="regress_command", required=False))
