@@ -24,7 +24,10 @@ def sweep(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    check_output_folder("--out" if args.out is not None else "the results folder", args.out or args.run)
+    if args.out is not None:
+        check_output_folder("--out", args.out)
+    elif Path(args.run).is_dir():  # an absent run folder: write_report says there are no results
+        check_output_folder("the results folder", args.run)
     from ..report.render import write_report
 
     path = write_report(args.run, args.out)

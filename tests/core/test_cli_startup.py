@@ -1,0 +1,41 @@
+"""Start-up of the ``uipbench`` command: building the parser, and listing the backbones, import nothing heavy."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("pandas", "torch", "matplotlib", "scipy", "sklearn")
+
+#: run the command as the console script does, then report which heavy packages it imported
+PROBE = """
+import json, sys
+from uipbench.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as stop:
+    code = stop.code
+print(json.dumps({"code": code, "heavy": [m for m in %r if m in sys.modules]}), file=sys.stderr)
+""" % (HEAVY,)
+
+
+def _probe(*argv: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120)
+    return json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["backbones"], ["backbones", "--format", "json"],
+                                  ["sweep", "--help"], ["regress", "--help"], ["mptrj-envs", "--help"],
+                                  ["embed", "--help"]])
+def test_parser_and_backbones_import_no_heavy_package(argv):
+    result = _probe(*argv)
+    assert result["code"] == 0
+    assert result["heavy"] == [], f"uipbench {' '.join(argv)} imported {result['heavy']}"
+
+
+def test_the_probe_sees_a_heavy_import(tmp_path):
+    """The check above can fail: a command that does its work imports pandas, and the probe reports it."""
+    result = _probe("report", str(tmp_path / "no-run"))
+    assert result["code"] == 2 and "pandas" in result["heavy"]
