@@ -141,3 +141,30 @@ def test_backbones_lists_the_cards(capsys):
     assert rows["chgnet-0.3.0"]["width"] == 64 and rows["chgnet-0.3.0"]["state"]
     assert main(["backbones"]) == 0
     assert capsys.readouterr().out.splitlines()[0].split() == ["backbone", "state", "env", "width", "layer"]
+
+
+def _help_of(command: str, option: str) -> str:
+    import argparse
+
+    from uipbench.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return next(a.help for a in sub.choices[command]._actions if option in a.option_strings)
+
+
+def test_help_names_the_defaults_the_library_applies():
+    """mptrj-envs and regress leave these defaults to the library (the parser does not import it)."""
+    from uipbench import mptrj, regress
+
+    assert f"(default: {mptrj.DEFAULT_CUTOFF:g})" in _help_of("mptrj-envs", "--cutoff")
+    assert f"(default: {mptrj.DEFAULT_CHUNK_SIZE})" in _help_of("mptrj-envs", "--chunk-size")
+    assert f"(default: {' '.join(mptrj.DEFAULT_MATERIAL_KEYS)};" in _help_of("mptrj-envs", "--material-key")
+    assert f"(default {regress.DEFAULT_TOLERANCE:g} meV/atom" in _help_of("regress", "--tolerance")
+    assert f"(default: {regress.MAE})" in _help_of("regress", "--gate-metric")
+
+
+def test_unknown_gate_metric_is_refused_with_the_choices(capsys):
+    code = main(["regress", "--baseline", "chgnet-0.2.0", "--candidate", "chgnet-0.3.0", "--gate-metric", "nope",
+                 "--no-run"])
+    assert code == 2
+    assert "unknown gate metric 'nope'; choose from energy_mae_mev_per_atom" in capsys.readouterr().err

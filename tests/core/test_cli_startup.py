@@ -39,3 +39,13 @@ def test_the_probe_sees_a_heavy_import(tmp_path):
     """The check above can fail: a command that does its work imports pandas, and the probe reports it."""
     result = _probe("report", str(tmp_path / "no-run"))
     assert result["code"] == 2 and "pandas" in result["heavy"]
+
+
+def test_help_alone_imports_neither_numpy_nor_ase():
+    """The top-level help and every parser are standard library only: the counter, the regression gate and the
+    sweep keep their defaults where the parser need not import them."""
+    proc = subprocess.run([sys.executable, "-c", "import sys\nfrom uipbench.cli import build_parser\nbuild_parser()\n"
+                           "print(sorted(m for m in ('numpy', 'ase') if m in sys.modules))"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", f"building the parser imported {proc.stdout.strip()}"

@@ -47,6 +47,14 @@ def training_sizes(values: list[str] | None) -> list[int | str] | None:
         raise ValueError(f"training sizes are integers or 'max', got {values}") from None
 
 
+def given(**options: object) -> dict[str, object]:
+    """The options the user gave (not ``None``), so the library's own defaults apply to the rest.
+
+    A parser that left such defaults to the library need not import it to show them.
+    """
+    return {name: value for name, value in options.items() if value is not None}
+
+
 # --- output paths, checked before any work starts -------------------------------------------------------
 
 def _writable_folder(folder: Path, what: str) -> None:

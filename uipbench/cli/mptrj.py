@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from .common import check_input_files, check_output_folder
+from .common import check_input_files, check_output_folder, given
 
 DEFAULT_REPORTS = Path("reports") / "mptrj-envs"
 
@@ -57,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder("--output" if args.output is not None else "the output folder", output, inputs=[path])
     from ..mptrj import CountSpec, count_environments, format_summary, write_outputs
 
-    spec = CountSpec(centers=tuple(args.center), neighbors=tuple(args.neighbors), cutoff=args.cutoff,
-                     material_keys=tuple(args.material_key), require=tuple(args.require))
+    spec = CountSpec(centers=tuple(args.center), neighbors=tuple(args.neighbors), require=tuple(args.require),
+                     **given(cutoff=args.cutoff, material_keys=args.material_key and tuple(args.material_key)))
     workers = args.workers if args.workers is not None else max(1, os.cpu_count() or 1)
-    result = count_environments(path, spec, workers=workers, fmt=args.format, chunk_size=args.chunk_size,
-                                progress=not args.no_progress)
+    result = count_environments(path, spec, workers=workers, fmt=args.format, progress=not args.no_progress,
+                                **given(chunk_size=args.chunk_size))
     written = write_outputs(result, output)
     print(format_summary(result))
     if args.sweep_results is not None:
@@ -71,9 +71,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``mptrj-envs`` to the ``uipbench`` sub-commands."""
-    from ..mptrj import DEFAULT_CHUNK_SIZE, DEFAULT_CUTOFF, DEFAULT_MATERIAL_KEYS
+    """Add ``mptrj-envs`` to the ``uipbench`` sub-commands.
 
+    Options left out take :mod:`uipbench.mptrj`'s defaults, which the help names (a test keeps them equal), so
+    the parser does not import the counter.
+    """
     p = subparsers.add_parser(
         "mptrj-envs",
         help="count S–metal / S–S environments in MPtrj (or any extxyz) by neighbour composition",
@@ -83,18 +85,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--center", nargs="+", default=["S"], metavar="EL", help="centre element(s) (default: S)")
     p.add_argument("--neighbors", nargs="+", default=["Cu", "Ag", "Au", "S"], metavar="EL",
                    help="neighbour elements of interest; all but the centre count as metals (default: Cu Ag Au S)")
-    p.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF,
-                   help=f"neighbour cutoff in Å (default: {DEFAULT_CUTOFF:g})")
+    p.add_argument("--cutoff", type=float, default=None, help="neighbour cutoff in Å (default: 3)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--output", type=Path, default=None,
                    help=f"output folder (default: {DEFAULT_REPORTS}/<input name>)")
     p.add_argument("--format", choices=("auto", "json", "extxyz"), default="auto")
-    p.add_argument("--material-key", nargs="+", default=list(DEFAULT_MATERIAL_KEYS), metavar="KEY",
+    p.add_argument("--material-key", nargs="+", default=None, metavar="KEY",
                    help="extxyz info keys holding the material id, first present wins "
-                        f"(default: {' '.join(DEFAULT_MATERIAL_KEYS)}; else '<formula>#<frame>')")
+                        "(default: mp_id material_id mpid; else '<formula>#<frame>')")
     p.add_argument("--require", nargs="+", default=[], metavar="FIELD",
                    help="skip (and count) frames lacking these fields, e.g. force uncorrected_total_energy")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="frames per worker task")
+    p.add_argument("--chunk-size", type=int, default=None, help="frames per worker task (default: 256)")
     p.add_argument("--sweep-results", type=Path, default=None,
                    help="sweep results table (csv/parquet: backbone, system, aggregation, train_size, seed, metric, "
                         "value) to relate the counts to each backbone's raw error")
