@@ -81,15 +81,15 @@ def _readme_commands() -> list[str]:
 
 #: options the README names in prose, and every option of the commands users type most
 MORE_COMMANDS = [
-    "sweep --backbones chgnet-0.3.0 --systems cu-s all --datasets-root mydata --aggregations global atomic "
-    "--descriptors embedding --sizes 5 max --seeds 0 1 --test-fraction 0.3 --workers 1 --out reports/x",
-    "regress --baseline chgnet-0.2.0 --candidate chgnet-0.3.0 --systems cu-s --datasets-root d --seeds 0 1 "
-    "--tolerance 2 --gate-metric energy_mae_mev_per_atom --gate-models raw delta --sizes 5 --aggregations global "
-    "--descriptors embedding --out r --no-run --workers 1 --no-progress",
+    ("sweep --backbones chgnet-0.3.0 --systems cu-s all --datasets-root mydata --aggregations global atomic "
+     "--descriptors embedding --sizes 5 max --seeds 0 1 --test-fraction 0.3 --workers 1 --out reports/x"),
+    ("regress --baseline chgnet-0.2.0 --candidate chgnet-0.3.0 --systems cu-s --datasets-root d --seeds 0 1 "
+     "--tolerance 2 --gate-metric energy_mae_mev_per_atom --gate-models raw delta --sizes 5 --aggregations global "
+     "--descriptors embedding --out r --no-run --workers 1 --no-progress"),
     "regress golden --write chgnet-0.3.0 --random-weights --in-process no",
     "regress golden --check chgnet-0.3.0 --path g.json",
-    "mptrj-envs f.json --sweep-results reports/run/results.csv --metric energy_rmse_mev_per_atom "
-    "--relate-unit materials --format json --require force --chunk-size 8 --workers 1 --output o --no-progress",
+    ("mptrj-envs f.json --sweep-results reports/run/results.csv --metric energy_rmse_mev_per_atom "
+     "--relate-unit materials --format json --require force --chunk-size 8 --workers 1 --output o --no-progress"),
     "env sync chgnet mace --force",
     "dataset build cu-s --n 3 --relax-with none --workers 1 --seed 1 --root d",
     "dataset info cu-s --format json --root d",

@@ -14,8 +14,8 @@ from uipbench.cli.common import check_output_files, check_output_folder
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if a command gets as far as loading a backbone or starting a sweep."""
-    import uipbench.adapters.registry as registry
-    import uipbench.harness.sweep as sweep_module
+    from uipbench.adapters import registry
+    from uipbench.harness import sweep as sweep_module
 
     def started(*args, **kwargs):
         raise AssertionError("the command started its work before checking its output paths")

@@ -10,19 +10,19 @@ import pytest
 HEAVY = ("pandas", "torch", "matplotlib", "scipy", "sklearn")
 
 #: run the command as the console script does, then report which heavy packages it imported
-PROBE = """
+PROBE = f"""
 import json, sys
 from uipbench.cli import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as stop:
     code = stop.code
-print(json.dumps({"code": code, "heavy": [m for m in %r if m in sys.modules]}), file=sys.stderr)
-""" % (HEAVY,)
+print(json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}), file=sys.stderr)
+"""
 
 
 def _probe(*argv: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120, check=False)
     return json.loads(proc.stderr.strip().splitlines()[-1])
 
 
@@ -44,8 +44,8 @@ def test_the_probe_sees_a_heavy_import(tmp_path):
 def test_help_alone_imports_neither_numpy_nor_ase():
     """The top-level help and every parser are standard library only: the counter, the regression gate and the
     sweep keep their defaults where the parser need not import them."""
-    proc = subprocess.run([sys.executable, "-c", "import sys\nfrom uipbench.cli import build_parser\nbuild_parser()\n"
-                           "print(sorted(m for m in ('numpy', 'ase') if m in sys.modules))"],
-                          capture_output=True, text=True, timeout=60)
+    code = ("import sys\nfrom uipbench.cli import build_parser\nbuild_parser()\n"
+            "print(sorted(m for m in ('numpy', 'ase') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", f"building the parser imported {proc.stdout.strip()}"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from ..harness.defaults import AGGREGATIONS, DEFAULT_SEEDS, DEFAULT_SIZES
 

@@ -14,7 +14,7 @@ DEFAULT_REPORTS = Path("reports") / "mptrj-envs"
 def _default_output(path: Path) -> Path:
     name = path.name
     for suffix in (".gz", ".json", ".extxyz", ".xyz"):
-        name = name[: -len(suffix)] if name.endswith(suffix) else name
+        name = name.removesuffix(suffix)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{path.parent.name}-{name}" if name == "structures" else name)
     return DEFAULT_REPORTS / stem
 
