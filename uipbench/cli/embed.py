@@ -9,7 +9,8 @@ from .common import check_output_files, check_output_folder
 
 def _check_paths(args: argparse.Namespace) -> None:
     """Every path the command writes, checked before a backbone is loaded."""
-    check_output_files({"--output": args.output, "its metadata JSON": args.output.with_suffix(".json")},
+    metadata = "its metadata JSON (--output with the suffix .json)"
+    check_output_files({"--output": args.output, metadata: args.output.with_suffix(".json")},
                        inputs={"--input": args.input})
     if not args.no_cache:
         from ..paths import cache_dir
