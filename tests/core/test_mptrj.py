@@ -402,10 +402,10 @@ def test_relate_to_errors(json_file: Path, tmp_path: Path) -> None:
 
 
 def test_cli(json_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from uipbench import mptrj_cli
+    from uipbench.cli import mptrj as mptrj_cli
 
     parser = argparse.ArgumentParser(prog="uipbench")
-    mptrj_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    mptrj_cli.register(parser.add_subparsers(dest="command", required=True))
     sweep = tmp_path / "sweep.csv"
     _sweep().to_csv(sweep, index=False)
     args = parser.parse_args(["mptrj-envs", str(json_file), "--center", "S", "--neighbors", "Cu", "Ag", "Au", "S",

@@ -29,15 +29,12 @@ from ..cache import EmbeddingCache
 from ..datasets.io import structure_hash
 from . import metrics as M
 from .data import POOLED, BackboneView, SystemData, embed_systems, load_systems
+from .defaults import AGGREGATIONS, DEFAULT_SEEDS, DEFAULT_SIZES, DESCRIPTORS
 from .results import (KEY_COLUMNS, LML, METADATA_FILE, NONE, PREDICTIONS_FILE, RESULT_COLUMNS,  # noqa: F401
                       RESULTS_FILE, RESULTS_SCHEMA, cell_key, delta_params, finished_cells, load_run, stale_reason,
                       tidy, write_results)
 from .tasks import Task, TaskResult, run_task
 
-AGGREGATIONS = ("global", "species", "atomic")
-DESCRIPTORS = ("embedding", "soap")
-DEFAULT_SIZES: tuple[int | str, ...] = (5, 10, 20, 40, "max")
-DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 #: a default sweep leaves out systems with fewer labelled structures (named systems are always run)
 MIN_STRUCTURES = 6
 

@@ -1,0 +1,75 @@
+"""``uipbench dataset build|info``: label structures with the reference protocol; summarise and validate."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import add_format_argument, check_output_folder
+
+
+def build(args: argparse.Namespace) -> int:
+    from ..datasets.label import build_dataset
+    from ..datasets.relax import relaxer_for
+
+    if args.root is not None:
+        check_output_folder("--root", args.root)
+    relaxer, relaxer_name = relaxer_for(args.relax_with)
+    report = build_dataset(args.system, args.n, root=args.root, resume=args.resume, workers=args.workers,
+                           seed=args.seed, relaxer=relaxer, relaxer_name=relaxer_name)
+    print(f"{args.system}: labelled {report.labelled}, already present {report.skipped_existing}, "
+          f"deferred (need a relaxation backbone) {report.deferred_relaxation}, failed {len(report.failed)}")
+    for line in report.failed:
+        print(f"  failed: {line}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _print_card(card: dict, ok: bool, problems: list[str]) -> None:
+    counts = card["counts"]
+    lab = card.get("labelling", {})
+    print(f"system        {card['system']}")
+    print(f"protocol      {card['protocol']['name']}")
+    print(f"structures    {counts['structures']} ({counts['atoms']} atoms)")
+    print(f"surface cells {counts['by_surface_cell']}")
+    print(f"motifs        {counts['by_motif']}")
+    print(f"variants      {counts['by_variant']}")
+    print(f"groups (3+)   {counts['composition_groups_3plus']} by composition, "
+          f"{counts['arrangement_groups_3plus']} by composition and motif")
+    print(f"labelling     median {lab.get('median_minutes_per_structure')} min/structure, "
+          f"{lab.get('total_core_hours')} core-hours")
+    print(f"valid         {'yes' if ok else 'NO'}")
+    for problem in problems:
+        print(f"  - {problem}")
+
+
+def info(args: argparse.Namespace) -> int:
+    from ..datasets.io import load_card, validate
+
+    card = load_card(args.system, args.root)
+    report = validate(args.system, args.root)
+    if args.format == "json":
+        print(json.dumps({"card": card, "valid": report.ok, "problems": report.problems}, indent=2))
+    else:
+        _print_card(card, report.ok, report.problems)
+    return 0 if report.ok else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    dataset = subparsers.add_parser("dataset", help="build, inspect and validate the DFT reference datasets")
+    dsub = dataset.add_subparsers(dest="dataset_command", required=True)
+    p = dsub.add_parser("build", help="label structures of a system with the reference protocol")
+    p.add_argument("system")
+    p.add_argument("--n", type=int, required=True, help="number of plan entries the dataset should hold")
+    p.add_argument("--resume", action="store_true", help="extend an existing dataset")
+    p.add_argument("--workers", type=int, default=None, help="parallel GPAW processes (default: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--relax-with", default="chgnet-0.3.0",
+                   help="backbone that relaxes the 'relaxed' variants ('none' defers them)")
+    p.add_argument("--root", type=Path, default=None, help="datasets folder (default: the shipped one)")
+    p.set_defaults(func=build)
+    p = dsub.add_parser("info", help="summarise and validate a system's dataset")
+    p.add_argument("system")
+    add_format_argument(p)
+    p.add_argument("--root", type=Path, default=None)
+    p.set_defaults(func=info)

@@ -1,0 +1,25 @@
+"""The ``uipbench`` parser, built from one module per command group, and the entry point."""
+from __future__ import annotations
+
+import argparse
+
+from . import backbones, dataset, embed, mptrj, regress, sweep
+from .common import dispatch
+
+#: the command groups, in the order ``uipbench --help`` lists them; each has ``register(subparsers)``
+GROUPS = (dataset, backbones, embed, sweep, mptrj, regress)
+
+DESCRIPTION = ("Benchmark universal interatomic potentials on S adatoms on Cu/Ag/Au(111), raw and corrected by a "
+               "Δ-GPR on each backbone's own per-atom embedding.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uipbench", description=DESCRIPTION)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch(build_parser().parse_args(argv))
