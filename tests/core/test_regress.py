@@ -294,3 +294,112 @@ def test_golden_comparison_across_backbones_or_widths_is_refused():
     changed = copy.deepcopy(golden)
     changed["metadata"]["weights_sha256"] = "0" * 64
     assert any("weights sha256" in p for p in compare_golden(changed, _golden(NamedFake("chgnet-0.3.0"))))
+
+
+# --------------------------------------------------------------------------- golden checks that passed falsely (#13)
+
+
+@pytest.fixture
+def golden_file(tmp_path, monkeypatch):
+    """A golden file of the fake under chgnet-0.3.0's name on the code's structures; checks load the same fake."""
+    import uipbench.regress.golden as golden_module
+
+    backbone = NamedFake("chgnet-0.3.0")
+    monkeypatch.setattr(golden_module, "_load_for_golden", lambda name, random, in_process: (backbone, False))
+    path = tmp_path / "chgnet-0.3.0.json"
+    path.write_text(json.dumps(golden_record(backbone)))
+    return path
+
+
+def _edit(path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_check_golden_uses_the_code_s_tolerances_not_the_file_s(golden_file):
+    from uipbench.regress import check_golden
+
+    assert check_golden("chgnet-0.3.0", golden_file)["backbone"] == "chgnet-0.3.0"  # the untouched file matches
+
+    def loosen_and_shift(data):
+        data["tolerances"] = {k: 1e6 for k in data["tolerances"]}  # would hide anything if it were believed
+        data["structures"][0]["energy_ev"] += 5.0
+
+    _edit(golden_file, loosen_and_shift)
+    with pytest.raises(GoldenMismatch) as info:
+        check_golden("chgnet-0.3.0", golden_file)
+    message = str(info.value)
+    assert "energy" in message and "diff -5.000e+00 eV; tolerance 0.001 eV" in message
+    assert "recorded tolerances differ from the code's" in message and "energy_atol_ev 1000000.0" in message
+
+
+def test_a_golden_file_whose_tolerances_alone_differ_is_reported(golden_file):
+    from uipbench.regress import GOLDEN_TOLERANCES, check_golden
+
+    _edit(golden_file, lambda data: data["tolerances"].update(energy_rtol=0.5))
+    with pytest.raises(GoldenMismatch, match=r"1 quantity out of tolerance") as info:
+        check_golden("chgnet-0.3.0", golden_file)
+    assert f"energy_rtol 0.5 (code {GOLDEN_TOLERANCES['energy_rtol']:g})" in str(info.value)
+
+
+def test_a_golden_file_with_no_structures_fails(golden_file, capsys):
+    from uipbench.regress import check_golden, load_golden
+
+    golden = load_golden(golden_file)
+    current = copy.deepcopy(golden)
+    _edit(golden_file, lambda data: data.update(structures=[]))
+    with pytest.raises(RegressError, match="holds no structures"):
+        check_golden("chgnet-0.3.0", golden_file)
+    with pytest.raises(RegressError, match="holds no structures"):
+        compare_golden({**golden, "structures": []}, {**current, "structures": []})
+    assert main(["regress", "golden", "--check", "chgnet-0.3.0", "--path", str(golden_file)]) == 2
+    assert f"{golden_file}: holds no structures" in capsys.readouterr().err
+
+
+def test_a_golden_file_with_fewer_structures_than_the_code_s_fails(golden_file):
+    from uipbench.regress import check_golden
+
+    _edit(golden_file, lambda data: data.update(structures=data["structures"][:1]))
+    with pytest.raises(GoldenMismatch, match="8 quantities out of tolerance") as info:
+        check_golden("chgnet-0.3.0", golden_file)
+    assert "evaluated now but not in the golden file" in str(info.value)
+
+
+@pytest.mark.parametrize("where, key", [(None, "width"), (None, "structures"), (0, "energy_ev"),
+                                        (1, "structure_hash"), ("embedding", "atom_norms")])
+def test_a_missing_key_is_a_clear_error_naming_file_and_key(golden_file, capsys, where, key):
+    from uipbench.regress import check_golden, load_golden
+
+    def drop(data):
+        record = data if where is None else (data["structures"][2]["embedding"] if where == "embedding"
+                                             else data["structures"][where])
+        del record[key]
+
+    _edit(golden_file, drop)
+    with pytest.raises(RegressError, match=f"missing key '{key}'") as info:
+        load_golden(golden_file)
+    assert str(info.value).startswith(str(golden_file))
+    with pytest.raises(RegressError, match=f"missing key '{key}'"):
+        check_golden("chgnet-0.3.0", golden_file)
+    assert main(["regress", "golden", "--check", "chgnet-0.3.0", "--path", str(golden_file)]) == 2
+    err = capsys.readouterr().err
+    assert str(golden_file) in err and f"missing key '{key}'" in err and "Traceback" not in err
+
+
+def test_a_mistyped_value_is_a_clear_error(golden_file):
+    from uipbench.regress import load_golden
+
+    _edit(golden_file, lambda data: data["structures"][0].update(energy_ev="-12.3"))
+    with pytest.raises(RegressError, match=r"structures\[0\]: key 'energy_ev' should be a number, found str"):
+        load_golden(golden_file)
+
+
+def test_golden_path_with_several_backbones_is_an_error(golden_file, capsys):
+    import uipbench.cli
+
+    if not hasattr(uipbench.cli, "__path__"):
+        pytest.skip("the --path check lives in uipbench/cli/regress.py (the cli package)")
+    for flag in ("--check", "--write"):
+        assert main(["regress", "golden", flag, "chgnet-0.3.0", "chgnet-0.2.0", "--path", str(golden_file)]) == 2
+        assert "--path names one golden file" in capsys.readouterr().err

@@ -21,7 +21,7 @@ from __future__ import annotations
 from .golden import (DEFAULT_GOLDEN_TOLERANCES, GOLDEN_DIR, GOLDEN_FORMAT, GOLDEN_STRUCTURES, GOLDEN_TOLERANCES,
                      GoldenMismatch, _load_for_golden, assert_matches_golden, check_golden, compare_golden,
                      fingerprint, golden_energy_changes, golden_path, golden_record, golden_structures,
-                     golden_targets, load_golden, validate_golden, write_golden)
+                     load_golden, validate_golden, write_golden)
 from .report import all_metrics_markdown, gate_markdown, paired_figure, write_regress_report
 from .run import REGRESS_DIR, RegressResult, run_regress
 from .stats import (COMPARED_METRICS, DEFAULT_TOLERANCE, HIGHER_IS_BETTER, LABELS, LOWER_IS_BETTER, MAE, PAIR_KEYS,
@@ -34,7 +34,7 @@ __all__ = [
     "REGRESS_DIR", "SIGNIFICANCE_SE", "UNITS", "GateRule", "GoldenMismatch", "PairedStats", "RegressError",
     "RegressResult", "all_metrics_markdown", "assert_matches_golden", "at_largest_size", "check_golden", "compare",
     "compare_golden", "exit_code", "fingerprint", "gate", "gate_markdown", "gate_rows", "golden_energy_changes",
-    "golden_path", "golden_record", "golden_structures", "golden_targets", "load_golden", "paired_figure",
+    "golden_path", "golden_record", "golden_structures", "load_golden", "paired_figure",
     "paired_stats", "pairs", "run_regress", "validate_golden", "verdict", "worse_by", "write_golden",
     "write_regress_report",
 ]

@@ -37,6 +37,7 @@ GOLDEN_TOLERANCES = {"energy_atol_ev": 1e-3, "energy_rtol": 1e-5, "embedding_ato
 DEFAULT_GOLDEN_TOLERANCES = GOLDEN_TOLERANCES  # the name before the code owned them
 
 _LIST, _NUMBER = (list,), (Real,)
+_TYPE_NAMES = {str: "text", int: "an integer", Real: "a number", list: "a list", dict: "an object"}
 #: the keys a golden file must hold, with their types (a missing or mistyped one is a clear error)
 _FILE_KEYS = {"format": (str,), "backbone": (str,), "width": (int,), "structures": _LIST}
 _STRUCTURE_KEYS = {"id": (str,), "system": (str,), "plan_index": (int,), "n_atoms": (int,),
@@ -51,20 +52,6 @@ class GoldenMismatch(AssertionError):
 
 def golden_path(name: str, directory: Path | None = None) -> Path:
     return (Path(directory) if directory else golden_dir()) / f"{name}.json"
-
-
-def golden_targets(names: Sequence[str], path: Path | None = None) -> list[tuple[str, Path]]:
-    """(backbone, golden file) for each name; ``path`` names one file, so it goes with one backbone only."""
-    names = list(names)
-    if not names:
-        raise RegressError("name at least one backbone")
-    if path is not None:
-        if len(names) != 1:
-            raise RegressError(f"--path names one golden file, but {len(names)} backbones were given "
-                               f"({', '.join(names)}): give one backbone with --path, or drop --path to use "
-                               f"{golden_dir()}/<backbone>.json for each")
-        return [(names[0], Path(path))]
-    return [(name, golden_path(name)) for name in names]
 
 
 def golden_structures(entries: Sequence[tuple[str, int]] = GOLDEN_STRUCTURES):
@@ -120,7 +107,7 @@ def _require(record: Any, keys: dict[str, tuple[type, ...]], where: str) -> None
             raise RegressError(f"{where}: missing key {key!r}")
         value = record[key]
         if not isinstance(value, types) or isinstance(value, bool):
-            raise RegressError(f"{where}: key {key!r} should be {' or '.join(t.__name__ for t in types)}, "
+            raise RegressError(f"{where}: key {key!r} should be {' or '.join(_TYPE_NAMES[t] for t in types)}, "
                                f"found {type(value).__name__} {value!r:.40}")
 
 
