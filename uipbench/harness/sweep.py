@@ -25,11 +25,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .._atomic import write_json_atomic, write_text_atomic
+from .._atomic import write_json_atomic
 from ..cache import EmbeddingCache
 from ..datasets.io import structure_hash
 from . import metrics as M
 from .data import POOLED, BackboneView, SystemData, embed_systems, load_systems
+from .tasks import Task, TaskResult, run_task
+from .results import (KEY_COLUMNS, LML, METADATA_FILE, NONE, PREDICTIONS_FILE, RESULT_COLUMNS,  # noqa: F401
+                      RESULTS_FILE, RESULTS_SCHEMA, cell_key, delta_params, finished_cells, load_run, stale_reason,
+                      tidy, write_results)
 
 AGGREGATIONS = ("global", "species", "atomic")
 DESCRIPTORS = ("embedding", "soap")
@@ -37,15 +41,6 @@ DEFAULT_SIZES: tuple[int | str, ...] = (5, 10, 20, 40, "max")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 #: a default sweep leaves out systems with fewer labelled structures (named systems are always run)
 MIN_STRUCTURES = 6
-NONE = "-"
-KEY_COLUMNS = ["backbone", "system", "model", "descriptor", "aggregation", "train_size", "seed"]
-RESULT_COLUMNS = [*KEY_COLUMNS, "metric", "value", "note"]
-RESULTS_FILE, PREDICTIONS_FILE, METADATA_FILE = "results.csv", "predictions.csv", "metadata.json"
-#: version of what a results table holds; results of another version are recomputed, not mixed in
-#: (2: Δ cells record the log marginal likelihood of their fit)
-RESULTS_SCHEMA = 2
-#: metric name of a Δ fit's log marginal likelihood (nats, training data only)
-LML = "log_marginal_likelihood"
 
 #: Δ-GPR settings of the sweep (scikit-learn style hyperparameters of DeltaGPR)
 DEFAULT_GPR: dict[str, Any] = {"n_restarts": 1, "n_inducing": 300, "sparse_threshold": 1500}
@@ -77,31 +72,6 @@ class SweepConfig:
             raise ValueError("at least one seed is needed")
 
 
-@dataclass
-class Task:
-    """Everything one (backbone, descriptor, system) task needs, as plain arrays."""
-
-    backbone: str
-    descriptor: str
-    system: str
-    member_of: list[str]
-    ids: list[str]
-    energy_ref: np.ndarray
-    forces_ref: list[np.ndarray]
-    n_atoms: np.ndarray
-    groups: list[str]
-    n_ss_pairs: np.ndarray
-    energy_backbone: np.ndarray
-    forces_backbone: list[np.ndarray]
-    features: list[np.ndarray]
-    numbers: list[np.ndarray]
-    splits: dict[int, tuple[list[int], list[int]]]
-    sizes: list[int]
-    aggregations: tuple[str, ...]
-    gpr: dict[str, Any]
-    done: frozenset[tuple]
-
-
 def resolve_sizes(requested: Sequence[int | str], n_train: int, explicit: bool, system: str) -> list[int]:
     """Requested sizes that the data allows ('max' = all training structures)."""
     sizes = []
@@ -113,129 +83,6 @@ def resolve_sizes(requested: Sequence[int | str], n_train: int, explicit: bool, 
             continue
         sizes.append(size)
     return sorted(set(sizes))
-
-
-def _key(*parts: Any) -> tuple:
-    return tuple(str(p) for p in parts)
-
-
-def _score(task: Task, model: str, descriptor: str, aggregation: str, size: int, seed: int, test: list[int],
-           predicted: np.ndarray, std: np.ndarray | None) -> tuple[list[dict], list[dict]]:
-    ref, n_atoms = task.energy_ref[test], task.n_atoms[test]
-    groups = [task.groups[i] for i in test]
-    errors = M.energy_errors_per_atom_mev(predicted, ref, n_atoms)
-    rho, lowest = M.ranking_quality(predicted, ref, groups)
-    values = {
-        "energy_mae_mev_per_atom": M.mae(errors),
-        "energy_rmse_mev_per_atom": M.rmse(errors),
-        "relative_energy_mae_mev": M.relative_energy_mae_mev(predicted, ref, groups),
-        "spearman_within_composition": rho,
-        "lowest_found_fraction": lowest,
-        "n_test": float(len(test)),
-    }
-    if model == "raw" and all(task.forces_backbone[i] is not None for i in test):
-        values["force_mae_ev_per_angstrom"] = M.force_mae([task.forces_backbone[i] for i in test],
-                                                          [task.forces_ref[i] for i in test])
-    base = dict(backbone=task.backbone, system=task.system, model=model, descriptor=descriptor,
-                aggregation=aggregation, train_size=size, seed=seed)
-    rows = [{**base, "metric": k, "value": v, "note": ""} for k, v in values.items()]
-    preds = [{**base, "structure": task.ids[i], "member_system": task.member_of[i], "n_atoms": int(task.n_atoms[i]),
-              "n_ss_pairs": int(task.n_ss_pairs[i]), "energy_ref": float(task.energy_ref[i]),
-              "energy_pred": float(p), "std": float(s) if std is not None else np.nan}
-             for i, p, s in zip(test, predicted, std if std is not None else [None] * len(test))]
-    return rows, preds
-
-
-def run_task(task: Task) -> tuple[list[dict], list[dict]]:
-    """Fit and score every (aggregation, size, seed) cell of one task that is not done yet.
-
-    An embedding task also scores the raw backbone (after the per-species offset fitted on the
-    same training structures), once per (size, seed).
-    """
-    from ..delta import DeltaGPR, DeltaModelError
-    from ..delta.offset import offset_prediction
-
-    rows: list[dict] = []
-    preds: list[dict] = []
-    residual = task.energy_ref - task.energy_backbone
-    X = list(zip(task.features, task.numbers))
-    offset_options = {k: task.gpr[k] for k in ("offset", "prior_mean") if k in task.gpr}
-    for seed, (train_order, test) in task.splits.items():
-        X_test = [X[i] for i in test]
-        for size in task.sizes:
-            train = train_order[:size]
-            X_train, y_train = [X[i] for i in train], residual[train]
-            if task.descriptor == "embedding" and _key(task.backbone, task.system, "raw", NONE, NONE, size,
-                                                       seed) not in task.done:
-                try:
-                    raw = task.energy_backbone[test] + offset_prediction(
-                        [task.numbers[i] for i in train], y_train, [task.numbers[i] for i in test], **offset_options)
-                except ValueError as exc:
-                    rows.append(dict(backbone=task.backbone, system=task.system, model="raw", descriptor=NONE,
-                                     aggregation=NONE, train_size=size, seed=seed, metric="fit_error",
-                                     value=np.nan, note=str(exc)[:300]))
-                else:
-                    r, p = _score(task, "raw", NONE, NONE, size, seed, test, raw, None)
-                    rows += r
-                    preds += p
-            for aggregation in task.aggregations:
-                if _key(task.backbone, task.system, "delta", task.descriptor, aggregation, size, seed) in task.done:
-                    continue
-                base = dict(backbone=task.backbone, system=task.system, model="delta", descriptor=task.descriptor,
-                            aggregation=aggregation, train_size=size, seed=seed)
-                model = DeltaGPR(aggregation, random_state=seed, **task.gpr)
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        model.fit(X_train, y_train)
-                        mean, std = model.predict(X_test, return_std=True)
-                except (DeltaModelError, ValueError, np.linalg.LinAlgError) as exc:
-                    rows.append({**base, "metric": "fit_error", "value": np.nan, "note": str(exc)[:300]})
-                    continue
-                r, p = _score(task, "delta", task.descriptor, aggregation, size, seed, test,
-                              task.energy_backbone[test] + mean, std)
-                # the evidence of the fit, from training data only: lets a report choose an aggregation
-                # without looking at the test set
-                r.append({**base, "metric": LML, "value": float(model.log_marginal_likelihood_value_), "note": ""})
-                rows += r
-                preds += p
-    return rows, preds
-
-
-def tidy(results: pd.DataFrame) -> pd.DataFrame:
-    """Column types of a results table (values float, sizes and seeds int, notes str)."""
-    results = results.copy()
-    results["value"] = pd.to_numeric(results["value"], errors="coerce").astype(float)
-    results["train_size"] = results["train_size"].astype(int)
-    results["seed"] = results["seed"].astype(int)
-    results["note"] = results["note"].fillna("").astype(str)
-    return results.reset_index(drop=True)
-
-
-def finished_cells(results: pd.DataFrame) -> frozenset[tuple]:
-    if results.empty:
-        return frozenset()
-    return frozenset(_key(*r) for r in results[KEY_COLUMNS].drop_duplicates().itertuples(index=False))
-
-
-def _read_existing(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    results_path, preds_path = out / RESULTS_FILE, out / PREDICTIONS_FILE
-    if not results_path.exists():
-        return pd.DataFrame(columns=RESULT_COLUMNS), pd.DataFrame()
-    try:
-        results = pd.read_csv(results_path, keep_default_na=False, na_values=[""])
-        preds = pd.read_csv(preds_path) if preds_path.exists() else pd.DataFrame()
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{results_path}: cannot resume from a corrupt results file ({exc})") from exc
-    missing = set(RESULT_COLUMNS) - set(results.columns)
-    if missing:
-        raise ValueError(f"{results_path}: not a sweep results table (missing columns {sorted(missing)})")
-    return tidy(results), preds
-
-
-def _write(out: Path, results: pd.DataFrame, preds: pd.DataFrame) -> None:
-    write_text_atomic(out / RESULTS_FILE, results.to_csv(index=False))
-    write_text_atomic(out / PREDICTIONS_FILE, preds.to_csv(index=False))
 
 
 def _metadata(config: SweepConfig, systems: dict[str, SystemData], views: dict[str, BackboneView],
@@ -272,46 +119,13 @@ def _metadata(config: SweepConfig, systems: dict[str, SystemData], views: dict[s
     }
 
 
-def delta_params(gpr: dict[str, Any]) -> dict[str, Any]:
-    """Every DeltaGPR hyperparameter a sweep uses (defaults included), JSON-ready."""
-    from ..delta import DeltaGPR
-
-    params = DeltaGPR(**gpr).get_params()
-    return json.loads(json.dumps(params, default=str))
-
-
-def stale_reason(out: Path, systems: dict[str, SystemData], gpr: dict[str, Any]) -> str | None:
-    """Why the results in ``out`` belong to other data or other Δ-model settings (None when they do not)."""
-    meta_path = out / METADATA_FILE
-    if not (out / RESULTS_FILE).exists() or not meta_path.exists():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
-        return f"unreadable {meta_path.name}"
-    stored = meta.get("data", {})
-    now = {m: sha for s in systems.values() for m, sha in s.file_sha256.items()}
-    count = {m: s.system_of.count(m) for s in systems.values() for m in s.members}
-    reasons = []
-    for m in sorted(set(now) | set(stored)):
-        if m not in now:
-            reasons.append(f"{m} no longer used")
-        elif m not in stored:
-            reasons.append(f"{m} added ({count[m]} structures)")
-        elif stored[m].get("sha256") != now[m]:
-            reasons.append(f"{m} changed ({stored[m].get('structures')} → {count[m]} structures)")
-    if meta.get("delta_params") != delta_params(gpr):
-        reasons.append("Δ-GPR settings changed")
-    if meta.get("results_schema", 1) != RESULTS_SCHEMA:
-        reasons.append(f"results of an older uipbench (schema {meta.get('results_schema', 1)}, now {RESULTS_SCHEMA})")
-    return ", ".join(reasons) or None
-
-
 def systems_sha(systems: dict[str, SystemData], member: str) -> str:
     for s in systems.values():
         if member in s.file_sha256:
             return s.file_sha256[member]
     return ""
+
+
 
 
 def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None = None, *,
@@ -325,57 +139,123 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
 
     ``backbones``: default every backbone whose weights are present; ``systems``: default
     every system under ``datasets_root`` (the shipped folder if None) alone plus ``all``
-    pooled.  ``out``: folder for results.csv, predictions.csv and metadata.json (resumable);
-    ``None`` keeps results in memory.
+    pooled.  ``out``: folder for results.csv, predictions.csv and metadata.json (resumable;
+    locked while the sweep runs); ``None`` keeps results in memory.
     ``executor``: any ``concurrent.futures.Executor`` (Dask, submitit, ...); default
     ``workers`` local processes.
     """
-    from ..adapters.card import get_card
     from ..adapters.registry import available_backbones
     from ..datasets.io import available_systems
 
     backbones = list(backbones) if backbones else available_backbones()
+    explicit_systems = bool(systems)
+    systems = list(systems) if systems else [*available_systems(datasets_root), POOLED]
+    config = _config(backbones, systems, aggregations, sizes, seeds, descriptors, test_fraction, gpr)
+    data = load_systems(systems, datasets_root, skip_small=None if explicit_systems else MIN_STRUCTURES)
+    if not data:
+        raise ValueError(f"no system has the {MIN_STRUCTURES} labelled structures a sweep needs")
+    splits, sizes_of = _plan(config, data)
+    out_path = Path(out) if out else None
+    with _output_lock(out_path, command):
+        results, preds = _resume(out_path, data, config)
+        views = {name: embed_systems(name, data, cache) for name in config.backbones}
+        tasks = _tasks(config, data, views, splits, sizes_of)
+        results, preds = _keep_finished(out_path, results, preds, tasks)
+        tasks = [t for t in tasks if not t.finished()]
+        if out_path:
+            out_path.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out_path / METADATA_FILE, _metadata(config, data, views, command, datasets_root))
+        results = _execute(tasks, results, preds, out_path, executor, workers, progress)
+    return tidy(results)
+
+
+def _config(backbones: list[str], systems: list[str], aggregations: Sequence[str], sizes: Sequence[int | str] | None,
+            seeds: Sequence[int], descriptors: Sequence[str], test_fraction: float,
+            gpr: dict[str, Any] | None) -> SweepConfig:
+    from ..adapters.card import get_card
+
     if not backbones:
         raise ValueError("no backbone with weights present; see `uipbench backbones`")
     for name in backbones:
         get_card(name)  # unknown names fail before any work
-    explicit_systems = bool(systems)
-    systems = list(systems) if systems else [*available_systems(datasets_root), POOLED]
-    config = SweepConfig(tuple(backbones), tuple(systems), tuple(aggregations),
-                         tuple(sizes) if sizes else DEFAULT_SIZES, tuple(seeds), tuple(descriptors), test_fraction,
-                         {**DEFAULT_GPR, **(gpr or {})}, explicit_sizes=sizes is not None)
-    data = load_systems(systems, datasets_root, skip_small=None if explicit_systems else MIN_STRUCTURES)
-    if not data:
-        raise ValueError(f"no system has the {MIN_STRUCTURES} labelled structures a sweep needs")
-    splits = {name: {seed: d.split(seed, test_fraction) for seed in config.seeds} for name, d in data.items()}
-    sizes_of = {name: resolve_sizes(config.sizes, len(splits[name][config.seeds[0]][0]), config.explicit_sizes, name)
-                for name in data}
-    for name, s in sizes_of.items():
-        if not s:
-            raise ValueError(f"system {name}: no requested training size fits its "
-                             f"{len(splits[name][config.seeds[0]][0])} training structures")
+    return SweepConfig(tuple(backbones), tuple(systems), tuple(aggregations),
+                       tuple(sizes) if sizes else DEFAULT_SIZES, tuple(seeds), tuple(descriptors), test_fraction,
+                       {**DEFAULT_GPR, **(gpr or {})}, explicit_sizes=sizes is not None)
 
-    out_path = Path(out) if out else None
-    if out_path:
-        reason = stale_reason(out_path, data, config.gpr)
-        if reason:  # cells computed on other data or settings are not results of these: start over
-            warnings.warn(f"{out_path}: results were computed on other data or settings ({reason}); recomputing",
-                          stacklevel=2)
-            for name in (RESULTS_FILE, PREDICTIONS_FILE):
-                (out_path / name).unlink(missing_ok=True)
-    results, preds = _read_existing(out_path) if out_path else (pd.DataFrame(columns=RESULT_COLUMNS), pd.DataFrame())
-    done = finished_cells(results)
 
-    views = {name: embed_systems(name, data, cache) for name in backbones}
+def _plan(config: SweepConfig, data: dict[str, SystemData]) -> tuple[dict, dict[str, list[int]]]:
+    """Train/test splits per system and seed, and the training sizes each system allows."""
+    splits = {name: {seed: d.split(seed, config.test_fraction) for seed in config.seeds} for name, d in data.items()}
+    sizes_of = {}
+    for name in data:
+        n_train = len(splits[name][config.seeds[0]][0])
+        sizes_of[name] = resolve_sizes(config.sizes, n_train, config.explicit_sizes, name)
+        if not sizes_of[name]:
+            raise ValueError(f"system {name}: no requested training size fits its {n_train} training structures")
+    return splits, sizes_of
+
+
+def _output_lock(out: Path | None, command: list[str] | None):
+    from contextlib import nullcontext
+
+    from .._lock import OutputLock
+
+    return OutputLock(out, command=" ".join(command or sys.argv)) if out else nullcontext()
+
+
+def _resume(out: Path | None, data: dict[str, SystemData], config: SweepConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The results already in ``out`` that belong to this data and these settings."""
+    if out is None:
+        return pd.DataFrame(columns=RESULT_COLUMNS), pd.DataFrame()
+    reason = stale_reason(out, data, config.gpr)
+    if reason:  # cells computed on other data or settings are not results of these: start over
+        warnings.warn(f"{out}: results were computed on other data or settings ({reason}); recomputing",
+                      stacklevel=3)
+        for name in (RESULTS_FILE, PREDICTIONS_FILE):
+            (out / name).unlink(missing_ok=True)
+    loaded = load_run(out, missing_ok=True)
+    if loaded.partial and not loaded.results.empty:
+        warnings.warn(f"{out / RESULTS_FILE}: {loaded.partial}; every cell is checked for completeness and "
+                      f"incomplete cells are recomputed", stacklevel=3)
+    return loaded.results, loaded.predictions
+
+
+def _keep_finished(out: Path | None, results: pd.DataFrame, preds: pd.DataFrame,
+                   tasks: list[Task]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Only the rows of complete cells; every task learns which of its cells are done."""
+    expected = {k: v for t in tasks for k, v in t.cells().items()}
+    done = finished_cells(results, preds, expected)
+    for t in tasks:
+        t.done = done
+    keep = _in(results, done)
+    if not keep.all():
+        cells = {cell_key(*k) for k in results.loc[~keep, KEY_COLUMNS].itertuples(index=False)}
+        warnings.warn(f"{out / RESULTS_FILE if out else 'results'}: {len(cells)} incomplete cell(s) (e.g. "
+                      f"{', '.join(sorted(cells)[0])}); recomputed", stacklevel=3)
+        results = results[keep].reset_index(drop=True)
+    if not preds.empty:
+        preds = preds[_in(preds, done)].reset_index(drop=True)
+    return results, preds
+
+
+def _in(table: pd.DataFrame, cells: frozenset[tuple]) -> np.ndarray:
+    if table.empty:
+        return np.zeros(0, dtype=bool)
+    keys = zip(*(table[c].astype(str) for c in KEY_COLUMNS))
+    return np.fromiter((k in cells for k in keys), dtype=bool, count=len(table))
+
+
+def _tasks(config: SweepConfig, data: dict[str, SystemData], views: dict[str, BackboneView],
+           splits: dict, sizes_of: dict[str, list[int]]) -> list[Task]:
     soap: dict[str, list[np.ndarray]] = {}
     if "soap" in config.descriptors:
         from .descriptors import soap_features
 
         species = sorted({s for d in data.values() for a in d.structures for s in a.get_chemical_symbols()})
         soap = {name: soap_features(d.structures, species) for name, d in data.items()}
-
+    measured = M.metrics()
     tasks = []
-    for backbone in backbones:
+    for backbone in config.backbones:
         view = views[backbone]
         for descriptor in config.descriptors:
             for name, d in data.items():
@@ -385,38 +265,38 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
                     d.n_ss_pairs, np.array([view.energy[k] for k in keys]), [view.forces[k] for k in keys],
                     [view.embedding[k] for k in keys] if descriptor == "embedding" else soap[name],
                     [a.numbers.astype(np.int64) for a in d.structures], splits[name], sizes_of[name],
-                    config.aggregations, config.gpr, done))
-    tasks = [t for t in tasks if not _task_done(t)]
-    if out_path:
-        out_path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_path / METADATA_FILE, _metadata(config, data, views, command, datasets_root))
+                    config.aggregations, config.gpr, metrics=measured))
+    return tasks
 
+
+def _execute(tasks: list[Task], results: pd.DataFrame, preds: pd.DataFrame, out: Path | None,
+             executor: Executor | None, workers: int, progress: bool) -> pd.DataFrame:
+    """Run the tasks; the driver alone writes the results, after every finished task."""
     own = executor is None
     executor = executor or ProcessPoolExecutor(max_workers=max(1, workers))
     try:
-        futures = [executor.submit(run_task, t) for t in tasks]
+        futures = {executor.submit(run_task, t): t for t in tasks}
         bar = tqdm(total=len(futures), desc="sweep", unit="task", disable=not progress, file=sys.stderr)
         for future in as_completed(futures):
-            rows, p = future.result()
-            results = pd.concat([results, pd.DataFrame(rows, columns=RESULT_COLUMNS)], ignore_index=True)
-            preds = pd.concat([preds, pd.DataFrame(p)], ignore_index=True)
-            if out_path:
-                _write(out_path, results, preds)
+            done: TaskResult = future.result()
+            results = pd.concat([results, pd.DataFrame(done.rows, columns=RESULT_COLUMNS)], ignore_index=True)
+            preds = pd.concat([preds, pd.DataFrame(done.predictions)], ignore_index=True)
+            if out:
+                write_results(out, results, preds)
+            _report_warnings(futures[future], done)
             bar.update(1)
         bar.close()
     finally:
         if own:
             executor.shutdown()
-    return tidy(results)
+    return results
 
 
-def _task_done(task: Task) -> bool:
-    for seed in task.splits:
-        for size in task.sizes:
-            if task.descriptor == "embedding" and _key(task.backbone, task.system, "raw", NONE, NONE, size,
-                                                       seed) not in task.done:
-                return False
-            for aggregation in task.aggregations:
-                if _key(task.backbone, task.system, "delta", task.descriptor, aggregation, size, seed) not in task.done:
-                    return False
-    return True
+class FitWarning(UserWarning):
+    """Warnings the Δ-fits of a sweep task raised (GP convergence and the like), once per task."""
+
+
+def _report_warnings(task: Task, done: TaskResult) -> None:
+    if done.warnings:
+        warnings.warn(f"{task.backbone} · {task.descriptor} · {task.system}: {len(done.warnings)} warning(s) "
+                      f"from the Δ-fits: {'; '.join(done.summary())}", FitWarning, stacklevel=4)

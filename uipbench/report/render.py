@@ -1,36 +1,22 @@
 """``uipbench report``: Markdown and HTML report of a sweep, with tables (Markdown + CSV) and figures."""
 from __future__ import annotations
 
-import html
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from .._atomic import write_text_atomic
-from ..harness.sweep import METADATA_FILE, PREDICTIONS_FILE, RESULTS_FILE, tidy
+from ..harness.metrics import FIT_ERROR, LOWEST_FOUND, MAE, N_TEST, RELATIVE_MAE, SPEARMAN, get_metric, metrics
+from ..harness.results import ResultsError, largest_sizes, read_results  # noqa: F401  (read_results re-exported)
 from . import figures
-from .tables import MAE, full_markdown, headline, headline_markdown, summarise
+from .html import to_html as _html  # noqa: F401  (the regress report's writer until it imports report.html)
+from .html import write_html
+from .tables import full_markdown, headline, headline_markdown, summarise
 
-
-class ReportError(ValueError):
-    """The results folder cannot be reported on."""
-
-
-def read_results(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    run = Path(run)
-    path = run / RESULTS_FILE
-    if not path.exists():
-        raise ReportError(f"{path}: no results file (run `uipbench sweep` first)")
-    try:
-        results = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError:
-        raise ReportError(f"{path}: results file is empty") from None
-    if results.empty:
-        raise ReportError(f"{path}: results file has no rows")
-    predictions = pd.read_csv(run / PREDICTIONS_FILE) if (run / PREDICTIONS_FILE).exists() else pd.DataFrame()
-    metadata = json.loads((run / METADATA_FILE).read_text()) if (run / METADATA_FILE).exists() else {}
-    return tidy(results), predictions, metadata
+#: the results folder cannot be reported on (the results reader's error)
+ReportError = ResultsError
+#: the ranking metrics of the report's ranking table
+RANKING_METRICS = (RELATIVE_MAE, SPEARMAN, LOWEST_FOUND)
 
 
 def write_report(run: Path, out: Path | None = None) -> Path:
@@ -44,8 +30,7 @@ def write_report(run: Path, out: Path | None = None) -> Path:
     summary = summarise(results, MAE)
     head.to_csv(table_dir / "headline.csv", index=False)
     summary.to_csv(table_dir / "energy_mae.csv", index=False)
-    for metric in ("relative_energy_mae_mev", "spearman_within_composition", "lowest_found_fraction",
-                   "force_mae_ev_per_angstrom"):
+    for metric in _tabled_metrics(results):
         summarise(results, metric).to_csv(table_dir / f"{metric}.csv", index=False)
 
     figs = {"learning": figures.learning_curves(results, fig_dir), "heatmap": figures.heatmap(results, fig_dir)}
@@ -55,16 +40,27 @@ def write_report(run: Path, out: Path | None = None) -> Path:
 
     blocks = _blocks(results, head, summary, figs, metadata, out)
     write_text_atomic(out / "report.md", "\n\n".join(text for kind, text in blocks if kind != "html") + "\n")
-    write_text_atomic(out / "report.html", _html(blocks))
+    write_html(blocks, out / "report.html")
     return out / "report.md"
 
 
-def _rank_table(results: pd.DataFrame) -> str:
-    largest = results.groupby("system")["train_size"].max()
+def _tabled_metrics(results: pd.DataFrame) -> list[str]:
+    """Every scored metric of the results with a table of its own (energy MAE has energy_mae.csv)."""
+    present = set(results.metric)
+    return [m.name for m in metrics() if m.name in present and m.name not in (MAE, FIT_ERROR, N_TEST)
+            and m.lower_is_better is not None]
+
+
+def _other_metrics(results: pd.DataFrame) -> tuple[str, ...]:
+    """Scored metrics the report shows in no other table (energy RMSE, force MAE, any metric registered)."""
+    return tuple(m for m in _tabled_metrics(results) if m not in RANKING_METRICS)
+
+
+def _rank_table(results: pd.DataFrame, ranking: tuple[str, ...] = RANKING_METRICS) -> str:
+    largest = largest_sizes(results)
     rows = []
-    for metric, label in (("relative_energy_mae_mev", "relative-energy MAE (meV/structure)"),
-                          ("spearman_within_composition", "Spearman ρ within compositions"),
-                          ("lowest_found_fraction", "lowest structure found (fraction of groups)")):
+    for metric in ranking:
+        label = get_metric(metric).axis_label
         s = summarise(results, metric)
         s = s[s.train_size == s.system.map(largest)]
         s = s[(s.model == "raw") | (s.descriptor == "embedding")]
@@ -107,41 +103,15 @@ def _blocks(results, head, summary, figs, metadata, out: Path) -> list[tuple[str
                           "that over-binds S–S motifs (as reported for MPtrj-trained models) drifts negative as "
                           "S–S pairs increase; the Δ-model should flatten the curve."),
                    ("md", f"![S–S diagnosis]({rel['ss']})")]
-    blocks += [("md", "## Ranking within compositions (largest training set)"), ("md", _rank_table(results)),
+    blocks += [("md", "## Ranking within compositions (largest training set)"), ("md", _rank_table(results))]
+    if _other_metrics(results):
+        blocks += [("md", "## Other metrics (largest training set)"),
+                   ("md", _rank_table(results, _other_metrics(results)))]
+    blocks += [
                ("md", "## All cells: energy MAE (meV/atom)"), ("md", full_markdown(summary)),
                ("md", "Tables as CSV in `tables/`; the tidy results in `results.csv`, per-structure predictions in "
                       "`predictions.csv`, provenance (versions, cards, data hashes, command) in `metadata.json`.")]
-    errors = results[results.metric == "fit_error"]
+    errors = results[results.metric == FIT_ERROR]
     if not errors.empty:
         blocks.append(("md", f"**{len(errors)} cells could not be fitted**, e.g.: {errors.note.iloc[0]}"))
     return blocks
-
-
-def _html(blocks: list[tuple[str, str]]) -> str:
-    body = []
-    for _, text in blocks:
-        if text.startswith("# "):
-            body.append(f"<h1>{html.escape(text[2:])}</h1>")
-        elif text.startswith("## "):
-            body.append(f"<h2>{html.escape(text[3:])}</h2>")
-        elif text.startswith("!["):
-            alt, src = text[2:].split("](")
-            body.append(f'<p><img src="{html.escape(src[:-1])}" alt="{html.escape(alt)}" style="max-width:100%"></p>')
-        elif text.startswith("|"):
-            body.append(_html_table(text))
-        else:
-            body.append(f"<p>{html.escape(text)}</p>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "th{background:#f0f0f0}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>uipbench report</title><style>{style}</style>" \
-           f"</head><body>{''.join(body)}</body></html>\n"
-
-
-def _html_table(text: str) -> str:
-    lines = [line.strip().strip("|").split("|") for line in text.splitlines()]
-    head, rows = lines[0], lines[2:]
-    out = ["<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"]
-    for row in rows:
-        out.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in row) + "</tr>")
-    return "".join(out) + "</table>"

@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-MAE = "energy_mae_mev_per_atom"
-LML = "log_marginal_likelihood"  # same name as uipbench.harness.sweep.LML
-NONE = "-"
+from ..harness.metrics import LML, MAE  # noqa: F401  (re-exported: tables are read by these names)
+from ..harness.results import NONE, largest_sizes  # noqa: F401
 
 
 def summarise(results: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -16,9 +15,8 @@ def summarise(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows.groupby(keys, as_index=False)["value"].agg(mean="mean", std="std", seeds="count")
 
 
-def largest_size(results: pd.DataFrame) -> pd.Series:
-    """Largest training size of each system."""
-    return results.groupby("system")["train_size"].max()
+#: the largest training size of each system (one definition: :func:`uipbench.harness.results.largest_sizes`)
+largest_size = largest_sizes
 
 
 def evidence_choice(results: pd.DataFrame, descriptor: str = "embedding", metric: str = MAE) -> pd.DataFrame:
