@@ -22,8 +22,10 @@ from uipbench.datasets.generate import plan
 from uipbench.datasets.io import to_extxyz_text, with_results
 from uipbench.datasets.label import generator_settings, write_card
 from uipbench.datasets.protocol import PROTOCOL_V1
-from uipbench.regress import (MAE, GateRule, GoldenMismatch, RegressError, assert_matches_golden, compare,
-                              compare_golden, exit_code, gate, golden_record, paired_stats, run_regress)
+from uipbench.harness.metrics import Metric, registered
+from uipbench.regress import (MAE, GateRule, GoldenMismatch, RegressError, all_metrics_markdown, assert_matches_golden,
+                              compare, compare_golden, compared_metrics, exit_code, gate, golden_record, paired_stats,
+                              run_regress)
 
 from .fake_backbone import FakeBackbone
 
@@ -131,8 +133,10 @@ def test_missing_results_are_a_clear_error():
     disjoint = pd.concat([_results({"old": [10, 12]}, system="cu-s"), _results({"new": [11, 13]}, system="ag-s")])
     with pytest.raises(RegressError, match="share no"):
         compare(disjoint, "old", "new")
-    with pytest.raises(RegressError, match="unknown gate metric"):
+    with pytest.raises(RegressError, match="gate metric 'n_test' .* has no direction"):
         gate(compare(r, "old", "new"), GateRule("n_test"))
+    with pytest.raises(RegressError, match="unknown gate metric 'energy_mea'; choose from energy_mae"):
+        GateRule("energy_mea")
     with pytest.raises(RegressError, match="tolerance must be >= 0"):
         gate(compare(r, "old", "new"), GateRule(tolerance=-1))
 
@@ -245,6 +249,52 @@ def test_changed_data_recomputes_the_cached_sweep(datasets_root, fakes, tmp_path
     assert any("other data" in n and "cu-s changed (10 → 12 structures)" in n for n in result.notes)
     n_test = pd.read_csv(tmp_path / "regress" / "sweep" / "results.csv").query("metric == 'n_test'").value
     assert set(n_test) == {3.0}  # every cell is from the 12-structure data
+
+
+# --------------------------------------------------------------------------- a new metric (#11): the registry alone
+
+
+def _max_error(split) -> float:
+    return float(np.max(np.abs(split.errors)))
+
+
+def _within_5(split) -> float:
+    return float(np.mean(np.abs(split.errors) < 5.0))
+
+
+MAX_ERROR = Metric("max_abs_error_mev_per_atom", "meV/atom", "largest energy error", True, _max_error)
+WITHIN_5 = Metric("fraction_within_5_mev", "", "fraction within 5 meV/atom", False, _within_5)
+
+
+def test_a_registered_metric_gets_its_direction_from_the_registry():
+    """Nothing in regress names these metrics: compared, judged and gated by the registry's direction."""
+    r = pd.concat([_results({"old": [10, 12, 11], "new": [13, 15, 14]}, metric=MAX_ERROR.name),
+                   _results({"old": [0.9, 0.8, 0.85], "new": [0.5, 0.45, 0.5]}, metric=WITHIN_5.name)])
+    with pytest.raises(RegressError, match="unknown gate metric"):
+        GateRule(MAX_ERROR.name)
+    with registered(MAX_ERROR), registered(WITHIN_5):
+        table = compare(r, "old", "new").set_index("metric")
+        assert table.loc[MAX_ERROR.name, "worse_by"] == pytest.approx(3.0)  # lower is better: higher is worse
+        assert table.loc[WITHIN_5.name, "worse_by"] == pytest.approx(0.35 + 0.05 / 3)  # higher is better
+        assert set(table.verdict) == {"worse"}
+        assert _code(r, tolerance=1.0, metric=MAX_ERROR.name) == 1
+        assert _code(r, tolerance=0.5, metric=WITHIN_5.name) == 0
+        text = all_metrics_markdown(compare(r, "old", "new"))
+        assert f"| {MAX_ERROR.name} (meV/atom) |" in text and f"| {WITHIN_5.name} |" in text
+    assert MAX_ERROR.name not in compared_metrics()
+
+
+def test_a_registered_metric_is_swept_compared_and_gated_end_to_end(datasets_root, fakes, tmp_path):
+    with registered(MAX_ERROR):
+        result = _regress(datasets_root, tmp_path, gate_metric=MAX_ERROR.name, tolerance=0.0)
+    gated = result.comparison[(result.comparison.metric == MAX_ERROR.name) & (result.comparison.model == "raw")]
+    assert len(gated) == 2 and (gated.n == 3).all()  # both training sizes, three seeds each
+    assert result.rule.metric == MAX_ERROR.name
+    text = (tmp_path / "regress" / "regress.md").read_text()
+    assert f"## Gate: raw {MAX_ERROR.name} at the largest training size (meV/atom" in text
+    assert f"`{MAX_ERROR.name}` is worse than the baseline's by more than 0 meV/atom" in text
+    summary = json.loads((tmp_path / "regress" / "summary.json").read_text())
+    assert summary["gate_metric"] == MAX_ERROR.name and {g["metric"] for g in summary["gate"]} == {MAX_ERROR.name}
 
 
 # --------------------------------------------------------------------------- golden files

@@ -24,17 +24,16 @@ from .golden import (DEFAULT_GOLDEN_TOLERANCES, GOLDEN_DIR, GOLDEN_FORMAT, GOLDE
                      load_golden, validate_golden, write_golden)
 from .report import all_metrics_markdown, gate_markdown, paired_figure, write_regress_report
 from .run import REGRESS_DIR, RegressResult, run_regress
-from .stats import (COMPARED_METRICS, DEFAULT_TOLERANCE, HIGHER_IS_BETTER, LABELS, LOWER_IS_BETTER, MAE, PAIR_KEYS,
-                    SIGNIFICANCE_SE, UNITS, GateRule, PairedStats, RegressError, at_largest_size, compare, exit_code,
-                    gate, gate_rows, paired_stats, pairs, verdict, worse_by)
+from .stats import (COMPARED_METRICS, DEFAULT_TOLERANCE, MAE, PAIR_KEYS, SIGNIFICANCE_SE, GateRule, PairedStats,
+                    RegressError, at_largest_size, compare, compared_metrics, directed, exit_code, gate, gate_rows,
+                    paired_stats, pairs, verdict, worse_by)
 
 __all__ = [
     "COMPARED_METRICS", "DEFAULT_GOLDEN_TOLERANCES", "DEFAULT_TOLERANCE", "GOLDEN_DIR", "GOLDEN_FORMAT",
-    "GOLDEN_STRUCTURES", "GOLDEN_TOLERANCES", "HIGHER_IS_BETTER", "LABELS", "LOWER_IS_BETTER", "MAE", "PAIR_KEYS",
-    "REGRESS_DIR", "SIGNIFICANCE_SE", "UNITS", "GateRule", "GoldenMismatch", "PairedStats", "RegressError",
-    "RegressResult", "all_metrics_markdown", "assert_matches_golden", "at_largest_size", "check_golden", "compare",
-    "compare_golden", "exit_code", "fingerprint", "gate", "gate_markdown", "gate_rows", "golden_energy_changes",
-    "golden_path", "golden_record", "golden_structures", "load_golden", "paired_figure",
-    "paired_stats", "pairs", "run_regress", "validate_golden", "verdict", "worse_by", "write_golden",
-    "write_regress_report",
+    "GOLDEN_STRUCTURES", "GOLDEN_TOLERANCES", "MAE", "PAIR_KEYS", "REGRESS_DIR", "SIGNIFICANCE_SE", "GateRule",
+    "GoldenMismatch", "PairedStats", "RegressError", "RegressResult", "all_metrics_markdown", "assert_matches_golden",
+    "at_largest_size", "check_golden", "compare", "compare_golden", "compared_metrics", "directed", "exit_code",
+    "fingerprint", "gate", "gate_markdown", "gate_rows", "golden_energy_changes", "golden_path", "golden_record",
+    "golden_structures", "load_golden", "paired_figure", "paired_stats", "pairs", "run_regress", "validate_golden",
+    "verdict", "worse_by", "write_golden", "write_regress_report",
 ]

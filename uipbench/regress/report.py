@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ..harness.metrics import FIT_ERROR, MAE, N_TEST, get_metric
+from ..harness.results import at_largest_size, largest_sizes
 from .golden import golden_energy_changes
-from .stats import COMPARED_METRICS, HIGHER_IS_BETTER, LABELS, MAE, SIGNIFICANCE_SE, UNITS, at_largest_size, gate_rows, \
-    paired_stats, pairs
+from .stats import SIGNIFICANCE_SE, compared_metrics, gate_rows, paired_stats, pairs
 
 if TYPE_CHECKING:
     from .run import RegressResult
@@ -43,9 +44,10 @@ def _model_label(row) -> str:
                                              else f"Δ {row.aggregation} ({row.descriptor})")
 
 
-def _axis_label(metric: str) -> str:
-    unit = UNITS.get(metric, "")
-    return LABELS.get(metric, metric) + (f" ({unit})" if unit else "")
+def _digits(metric: str) -> int:
+    """Decimals of a metric's values: 3 for fractions, correlations and forces (eV/Å), else 2."""
+    m = get_metric(metric)
+    return 3 if m.lower_is_better is False or m.unit == "eV/Å" else 2
 
 
 def gate_markdown(comparison, rule, failures) -> str:
@@ -66,12 +68,11 @@ def all_metrics_markdown(comparison) -> str:
     rows = at_largest_size(comparison)
     lines = ["| system | model | metric | n train | seeds | baseline | candidate | Δ mean ± std | p | change |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    order = {m: i for i, m in enumerate(COMPARED_METRICS)}
+    order = {m: i for i, m in enumerate(compared_metrics())}
     rows = rows[rows.n > 0]  # e.g. no composition group with 3+ test structures: no Spearman ρ
     rows = rows.assign(_o=rows.metric.map(order)).sort_values(["system", "model", "aggregation", "_o"])
     for r in rows.itertuples(index=False):
-        digits = 3 if r.metric in HIGHER_IS_BETTER or r.metric.startswith("force") else 2
-        unit = UNITS.get(r.metric, "")
+        digits, unit = _digits(r.metric), get_metric(r.metric).unit
         flag = {"worse": "**worse**", "better": "better", "same": "–", "n/a": "n/a"}[r.verdict]
         lines.append(f"| {r.system} | {_model_label(r)} | {r.metric}{f' ({unit})' if unit else ''} | {r.train_size} | "
                      f"{r.n} | {_pm(r.baseline_mean, r.baseline_std, digits)} | "
@@ -82,7 +83,7 @@ def all_metrics_markdown(comparison) -> str:
 
 def _paired_panel(ax, part, metric: str) -> None:
     """One panel: each seed's pair joined by a line (red: candidate worse, green: better, grey: same)."""
-    lower_better = metric not in HIGHER_IS_BETTER
+    lower_better = get_metric(metric).lower_is_better
     for r in part.itertuples(index=False):
         worse = (r.candidate > r.baseline) if lower_better else (r.candidate < r.baseline)
         same = abs(r.candidate - r.baseline) <= 1e-9 * max(1.0, abs(r.baseline))
@@ -120,8 +121,8 @@ def paired_figure(results, baseline: str, candidate: str, out: Path, metric: str
             ax.set_xlim(-0.3, 1.3)
             ax.tick_params(axis="y", labelsize=7)
             if j == 0:
-                ax.set_ylabel(_axis_label(metric), fontsize=7)
-    fig.suptitle(f"{baseline} → {candidate}: {LABELS.get(metric, metric)} per seed, largest training set\n"
+                ax.set_ylabel(get_metric(metric).axis_label, fontsize=7)
+    fig.suptitle(f"{baseline} → {candidate}: {get_metric(metric).label} per seed, largest training set\n"
                  f"(lines join the two backbones on the same split; red: candidate worse, green: better)", fontsize=8)
     fig.tight_layout()
     return save(fig, out, "paired")[0]
@@ -156,18 +157,16 @@ class _Context:
         return self.meta.get("data", {})
 
 
-def _context(result: RegressResult, results, sweep_dir: Path) -> _Context:
+def _context(result: RegressResult, results, meta: dict) -> _Context:
     from ..adapters.card import get_card
 
-    meta_path = sweep_dir / "metadata.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     stored = meta.get("backbones", {})
     names = (result.baseline, result.candidate)
     widths = {n: int(stored.get(n, {}).get("metadata", {}).get("width") or get_card(n).embedding_width) for n in names}
-    used = results[results.backbone.isin(names) & (results.metric == "n_test")]
+    used = results[results.backbone.isin(names) & (results.metric == N_TEST)]
     seeds = sorted(int(s) for s in result.comparison.seeds.str.split().explode().unique())
     return _Context(meta, widths, used.groupby("system")["value"].max().to_dict(),
-                    results.groupby("system")["train_size"].max().to_dict(), seeds)
+                    largest_sizes(results).to_dict(), seeds)
 
 
 def _intro(result: RegressResult, ctx: _Context) -> Blocks:
@@ -218,7 +217,7 @@ def _comparison_blocks(result: RegressResult, figure: Path) -> Blocks:
     rule = result.rule
     return [
         ("md", f"## Gate: {'/'.join(rule.models)} {rule.metric} at the largest training size "
-               f"({UNITS.get(rule.metric, '')}, mean ± std over seeds)"),
+               f"({get_metric(rule.metric).unit}, mean ± std over seeds)"),
         ("md", gate_markdown(result.comparison, rule, result.failures)),
         ("md", "## Every metric at the largest training size (paired over seeds)"),
         ("md", "“worse”/“better”: the paired mean difference is beyond 2 standard errors; “–”: not "
@@ -248,7 +247,7 @@ def _golden_blocks(result: RegressResult, golden_dir: Path | None, table_dir: Pa
 
 def _closing(result: RegressResult, results, sweep_dir: Path) -> Blocks:
     blocks: Blocks = []
-    errors = results[results.backbone.isin([result.baseline, result.candidate]) & (results.metric == "fit_error")]
+    errors = results[results.backbone.isin([result.baseline, result.candidate]) & (results.metric == FIT_ERROR)]
     if not errors.empty:
         blocks.append(("md", f"{len(errors)} Δ cell(s) could not be fitted and are left out of the pairs, e.g.: "
                              f"{errors.note.iloc[0]}"))
@@ -269,10 +268,15 @@ def _summary(result: RegressResult, ctx: _Context) -> dict:
 
 
 def write_regress_report(result: RegressResult, results, sweep_dir: Path, golden_dir: Path | None = None,
-                         datasets_root: Path | None = None) -> Path:
-    """regress.md + regress.html + tables/ + figures/ in ``result.out``; returns regress.md."""
+                         datasets_root: Path | None = None, metadata: dict | None = None) -> Path:
+    """regress.md + regress.html + tables/ + figures/ in ``result.out``; returns regress.md.
+
+    ``results`` and ``metadata``: the sweep's, as :func:`uipbench.harness.results.load_run` reads
+    them (``metadata`` None: read from ``sweep_dir``).
+    """
     from .._atomic import write_json_atomic, write_text_atomic
-    from ..report.render import _html as html_page
+    from ..harness.results import load_run
+    from ..report.html import write_html
 
     out = result.out
     table_dir = out / "tables"
@@ -280,10 +284,11 @@ def write_regress_report(result: RegressResult, results, sweep_dir: Path, golden
     result.comparison.to_csv(table_dir / "paired_differences.csv", index=False)
     result.failures.to_csv(table_dir / "gate_failures.csv", index=False)
     figure = paired_figure(results, result.baseline, result.candidate, out / "figures", result.rule.metric, None)
-    ctx = _context(result, results, sweep_dir)
+    ctx = _context(result, results, load_run(sweep_dir).metadata if metadata is None else metadata)
     blocks = [*_intro(result, ctx), *_cautions(result, ctx, datasets_root), *_comparison_blocks(result, figure),
               *_golden_blocks(result, golden_dir, table_dir), *_closing(result, results, sweep_dir)]
     write_text_atomic(out / "regress.md", "\n\n".join(text for _, text in blocks) + "\n")
-    write_text_atomic(out / "regress.html", html_page([(k, t.replace("**", "")) for k, t in blocks]))
+    write_html([(k, t.replace("**", "")) for k, t in blocks], out / "regress.html",
+               f"Regression report: {result.baseline} → {result.candidate}")
     write_json_atomic(out / "summary.json", _summary(result, ctx))
     return out / "regress.md"

@@ -6,6 +6,7 @@ paired by seed (:mod:`.stats`), applies the gate rule and writes the report (:mo
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,20 +33,16 @@ class RegressResult:
         return exit_code(self.failures)
 
 
-def _sweep_systems(systems: Sequence[str] | None, datasets_root: Path | None) -> tuple[list[str], int | None]:
-    from ..datasets.io import available_systems
-    from ..harness.data import POOLED
-    from ..harness.sweep import MIN_STRUCTURES
-
-    return (list(systems), None) if systems else ([*available_systems(datasets_root), POOLED], MIN_STRUCTURES)
-
-
 def _stale(sweep_dir: Path, systems: Sequence[str] | None, datasets_root: Path | None) -> str | None:
-    """Why the sweep results in ``sweep_dir`` belong to other data or settings (the sweep's own rule)."""
-    from ..harness.data import load_systems
-    from ..harness.sweep import DEFAULT_GPR, stale_reason
+    """Why the results in ``sweep_dir`` belong to other data or settings (the sweep's own rule), for
+    compare-only mode, where no sweep runs to tell."""
+    from ..datasets.io import available_systems
+    from ..harness.data import POOLED, load_systems
+    from ..harness.results import stale_reason
+    from ..harness.sweep import DEFAULT_GPR, MIN_STRUCTURES
 
-    names, skip_small = _sweep_systems(systems, datasets_root)
+    names, skip_small = (list(systems), None) if systems else ([*available_systems(datasets_root), POOLED],
+                                                                MIN_STRUCTURES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data = load_systems(names, datasets_root, skip_small=skip_small)
@@ -61,15 +58,39 @@ def _check_names(baseline: str, candidate: str) -> None:
         raise RegressError(f"baseline and candidate are both {baseline!r}; name two different backbones")
 
 
-def _stored_results(sweep_dir: Path, systems: Sequence[str] | None, datasets_root: Path | None, notes: list[str]):
-    """The results already in ``sweep_dir`` (compare-only mode), with a note when they are stale."""
-    from ..harness.sweep import RESULTS_FILE
-    from ..report.render import read_results
+#: how the sweep says that it found stale results and recomputes them (its warning, re-issued to the caller)
+_STALE_WARNING = re.compile(r"results were computed on other data or settings \((?P<reason>.*)\); recomputing")
+
+
+def _sweep(notes: list[str], **options) -> None:
+    """Run (or resume) the sweep; its warnings pass through, and its staleness finding becomes a note."""
+    from ..harness.sweep import sweep
+
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sweep(**options)
+    finally:
+        _pass_on(caught, notes)
+
+
+def _pass_on(caught: list[warnings.WarningMessage], notes: list[str]) -> None:
+    for w in caught:
+        found = _STALE_WARNING.search(str(w.message))
+        if found:
+            notes.append(f"cached sweep results were computed on other data or settings ({found['reason']}); "
+                         f"recomputed")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _stored(sweep_dir: Path, systems: Sequence[str] | None, datasets_root: Path | None, notes: list[str]) -> None:
+    """Compare-only mode: the sweep results must be there; a note when they belong to other data."""
+    from ..harness.results import RESULTS_FILE
 
     if not (sweep_dir / RESULTS_FILE).exists():
         raise RegressError(f"{sweep_dir}: no sweep results to compare (run `uipbench regress` without "
                            f"--no-run, or point --out at a folder with sweep/results.csv)")
-    results = read_results(sweep_dir)[0]
     try:
         reason = _stale(sweep_dir, systems, datasets_root)
     except ValueError:
@@ -77,7 +98,6 @@ def _stored_results(sweep_dir: Path, systems: Sequence[str] | None, datasets_roo
     if reason:
         notes.append(f"these results were computed on other data than the datasets now hold ({reason}); "
                      f"run without --no-run to recompute")
-    return results
 
 
 def run_regress(baseline: str, candidate: str, systems: Sequence[str] | None = None, *,
@@ -94,6 +114,7 @@ def run_regress(baseline: str, candidate: str, systems: Sequence[str] | None = N
     Cached results computed on different data than the shipped data now are recomputed.
     """
     from ..harness import sweep as sweep_module
+    from ..harness.results import read_results
     from .report import write_regress_report
 
     _check_names(baseline, candidate)
@@ -103,18 +124,16 @@ def run_regress(baseline: str, candidate: str, systems: Sequence[str] | None = N
     sweep_dir = out / "sweep"
     notes: list[str] = []
     if run:
-        reason = _stale(sweep_dir, systems, datasets_root)  # the sweep recomputes such cells itself
-        if reason:
-            notes.append(f"cached sweep results were computed on other data or settings ({reason}); recomputed")
-        results = sweep_module.sweep(
-            [baseline, candidate], systems, aggregations=tuple(aggregations or sweep_module.AGGREGATIONS),
-            sizes=sizes, seeds=seeds, descriptors=descriptors, out=sweep_dir, executor=executor, workers=workers,
-            cache=cache, progress=progress, command=command, datasets_root=datasets_root)
+        _sweep(notes, backbones=[baseline, candidate], systems=systems,
+               aggregations=tuple(aggregations or sweep_module.AGGREGATIONS), sizes=sizes, seeds=seeds,
+               descriptors=descriptors, out=sweep_dir, executor=executor, workers=workers, cache=cache,
+               progress=progress, command=command, datasets_root=datasets_root)
     else:
-        results = _stored_results(sweep_dir, systems, datasets_root, notes)
+        _stored(sweep_dir, systems, datasets_root, notes)
+    results, _, metadata = read_results(sweep_dir)  # both modes compare what the run folder holds
     if systems:
         results = results[results.system.isin(list(systems))]
     comparison = compare(results, baseline, candidate, seeds=seeds, where=str(sweep_dir))
     result = RegressResult(baseline, candidate, comparison, gate(comparison, rule), rule, out, notes=notes)
-    result.report = write_regress_report(result, results, sweep_dir, golden_dir, datasets_root)
+    result.report = write_regress_report(result, results, sweep_dir, golden_dir, datasets_root, metadata)
     return result

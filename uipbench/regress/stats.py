@@ -9,6 +9,9 @@ significance flag (|mean| > :data:`SIGNIFICANCE_SE` standard errors).
 (default the *raw* energy MAE, meV/atom), the candidate fails when it is worse by more than
 ``tolerance`` (default 1 meV/atom) on the seed mean **and** that difference is significant.
 With a single seed there is no spread; the mean alone decides.
+
+Which way is worse comes from the metric registry (:mod:`uipbench.harness.metrics`): every
+registered metric with a direction is compared, and nothing here names a metric but the default.
 """
 from __future__ import annotations
 
@@ -18,18 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-MAE = "energy_mae_mev_per_atom"
-LOWER_IS_BETTER = ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "relative_energy_mae_mev",
-                   "force_mae_ev_per_angstrom")
-HIGHER_IS_BETTER = ("spearman_within_composition", "lowest_found_fraction")
-COMPARED_METRICS = LOWER_IS_BETTER + HIGHER_IS_BETTER
-UNITS = {"energy_mae_mev_per_atom": "meV/atom", "energy_rmse_mev_per_atom": "meV/atom",
-         "relative_energy_mae_mev": "meV", "force_mae_ev_per_angstrom": "eV/Å",
-         "spearman_within_composition": "", "lowest_found_fraction": ""}
-LABELS = {"energy_mae_mev_per_atom": "energy MAE", "energy_rmse_mev_per_atom": "energy RMSE",
-          "relative_energy_mae_mev": "relative-energy MAE", "force_mae_ev_per_angstrom": "force MAE",
-          "spearman_within_composition": "Spearman ρ within compositions",
-          "lowest_found_fraction": "lowest structure found (fraction)"}
+from ..harness.metrics import MAE, Metric, get_metric, metrics
+from ..harness.results import at_largest_size
+
 DEFAULT_TOLERANCE = 1.0  # meV/atom on the gate metric
 SIGNIFICANCE_SE = 2.0  # a paired mean difference beyond this many standard errors is significant
 PAIR_KEYS = ["system", "model", "descriptor", "aggregation", "train_size", "metric"]
@@ -37,6 +31,27 @@ PAIR_KEYS = ["system", "model", "descriptor", "aggregation", "train_size", "metr
 
 class RegressError(ValueError):
     """A regression comparison cannot be made (unknown backbone, missing results, ...)."""
+
+
+def compared_metrics() -> tuple[str, ...]:
+    """Names of the registered metrics with a direction (lower or higher is better), in registry order."""
+    return tuple(m.name for m in metrics() if m.lower_is_better is not None)
+
+
+def directed(name: str, what: str = "metric") -> Metric:
+    """The registered metric ``name``, which must have a direction (else a RegressError naming the choices)."""
+    try:
+        metric = get_metric(name)
+    except ValueError:
+        raise RegressError(f"unknown {what} {name!r}; choose from {', '.join(compared_metrics())}") from None
+    if metric.lower_is_better is None:
+        raise RegressError(f"{what} {name!r} ({metric.label}) has no direction, so it cannot be better or worse; "
+                           f"choose from {', '.join(compared_metrics())}")
+    return metric
+
+
+#: the metrics compared when this module was imported (the CLI's choices); code asks :func:`compared_metrics`
+COMPARED_METRICS = compared_metrics()
 
 
 @dataclass(frozen=True)
@@ -80,11 +95,7 @@ def paired_stats(baseline: Sequence[float], candidate: Sequence[float]) -> Paire
 
 def worse_by(metric: str, diff_mean: float) -> float:
     """How much worse the candidate is (positive = worse), in the metric's units."""
-    if metric in HIGHER_IS_BETTER:
-        return -diff_mean
-    if metric in LOWER_IS_BETTER:
-        return diff_mean
-    raise ValueError(f"no direction known for metric {metric!r}; known: {', '.join(COMPARED_METRICS)}")
+    return diff_mean if directed(metric).lower_is_better else -diff_mean
 
 
 def verdict(metric: str, stats: PairedStats) -> str:
@@ -134,7 +145,7 @@ def compare(results, baseline: str, candidate: str, metrics: Sequence[str] | Non
     """
     import pandas as pd
 
-    metrics = COMPARED_METRICS if metrics is None else tuple(metrics)
+    metrics = compared_metrics() if metrics is None else tuple(metrics)
     rows = results[results.metric.isin(list(metrics))]
     if seeds is not None:
         rows = rows[rows.seed.isin(list(seeds))]
@@ -148,12 +159,6 @@ def compare(results, baseline: str, candidate: str, metrics: Sequence[str] | Non
     table = pd.DataFrame([_summary(key, part) for key, part in paired.groupby(PAIR_KEYS, sort=True)])
     table["train_size"] = table["train_size"].astype(int)
     return table
-
-
-def at_largest_size(table):
-    """Rows at the largest training size of each system."""
-    largest = table.groupby("system")["train_size"].transform("max")
-    return table[table.train_size == largest]
 
 
 @dataclass(frozen=True)
@@ -170,11 +175,10 @@ class GateRule:
     def __post_init__(self) -> None:
         if not self.tolerance >= 0:
             raise RegressError(f"tolerance must be >= 0, got {self.tolerance}")
-        if self.metric not in COMPARED_METRICS:
-            raise RegressError(f"unknown gate metric {self.metric!r}; choose from {', '.join(COMPARED_METRICS)}")
+        directed(self.metric, "gate metric")
 
     def describe(self) -> str:
-        unit = UNITS.get(self.metric, "")
+        unit = get_metric(self.metric).unit
         return (f"the candidate fails when, at the largest training size of a system, its {'/'.join(self.models)} "
                 f"`{self.metric}` is worse than the baseline's by more than {self.tolerance:g} {unit} on the "
                 f"mean over seeds (paired by seed) and that change is significant (|mean| > "
