@@ -12,7 +12,6 @@ from functools import cached_property
 from typing import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
-from scipy.stats import spearmanr
 
 S_S_BOND = 2.4  # Å: S–S pairs closer than this count as bonded (S–S motif)
 
@@ -66,6 +65,8 @@ def ranking_quality(predicted: np.ndarray, reference: np.ndarray, groups: Sequen
 
     Only groups of at least ``min_size`` structures count; NaN when there are none.
     """
+    from scipy.stats import spearmanr  # here, not at import: the registry is read by the command line
+
     predicted, reference = np.asarray(predicted, float), np.asarray(reference, float)
     rhos, hits = [], []
     for idx in group_indices(groups, min_size):
