@@ -218,11 +218,11 @@ def compare_golden(golden: dict[str, Any], current: dict[str, Any], where: str =
 
 
 def assert_matches_golden(golden: dict[str, Any], current: dict[str, Any], path: Path | str = "") -> None:
-    """Raise :class:`GoldenMismatch` listing every quantity out of tolerance."""
+    """Raise :class:`GoldenMismatch` listing every difference (quantity out of tolerance, structure, record)."""
     problems = compare_golden(golden, current, str(path) or "golden file")
     if problems:
         head = (f"{golden['backbone']} does not reproduce its golden file {path} "
-                f"({len(problems)} quantit{'y' if len(problems) == 1 else 'ies'} out of tolerance):")
+                f"({len(problems)} difference{'' if len(problems) == 1 else 's'}):")
         shown = problems[:25] + ([f"... and {len(problems) - 25} more"] if len(problems) > 25 else [])
         raise GoldenMismatch("\n  ".join([head, *shown]))
 
