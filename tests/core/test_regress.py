@@ -251,6 +251,22 @@ def test_changed_data_recomputes_the_cached_sweep(datasets_root, fakes, tmp_path
     assert set(n_test) == {3.0}  # every cell is from the 12-structure data
 
 
+def test_a_regress_run_loads_the_data_once(datasets_root, fakes, tmp_path, monkeypatch):
+    """The staleness check is the sweep's own (regress does not load every system again to ask first)."""
+    import uipbench.harness.sweep as sweep_module
+
+    calls, load = [], data_module.load_systems
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(data_module, "load_systems", counting)
+    monkeypatch.setattr(sweep_module, "load_systems", counting)
+    _regress(datasets_root, tmp_path, seeds=[0])
+    assert len(calls) == 1
+
+
 # --------------------------------------------------------------------------- a new metric (#11): the registry alone
 
 
