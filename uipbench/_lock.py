@@ -5,7 +5,7 @@ atomically (``O_CREAT | O_EXCL``) holding the owner's pid, host, command and sta
 removes it on exit, exceptions included.  A second run on the same folder gets
 :class:`OutputLocked` naming the owner.  A lock left by a process that is gone (killed) on this
 host is taken over, with a warning; a lock of another host is never taken over (its process
-cannot be checked from here).  The same process may enter the lock again (nested commands).
+cannot be checked from here).  The thread that holds the lock may enter it again (nested commands).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -64,8 +65,8 @@ class OutputLock:
         self._owned = False
 
     def _owner_record(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "pid_start": _start_ticks(os.getpid()), "host": socket.gethostname(),
-                "command": self.command,
+        return {"pid": os.getpid(), "pid_start": _start_ticks(os.getpid()), "thread": threading.get_ident(),
+                "host": socket.gethostname(), "command": self.command,
                 "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
     def _create(self) -> bool:
@@ -123,8 +124,8 @@ class OutputLock:
             owner = self._read_owner()
             if owner is None:
                 continue  # released meanwhile: try again
-            if owner.get("host") == socket.gethostname() and owner.get("pid") == os.getpid():
-                return  # this process holds it already (nested command): the outer one releases it
+            if self._mine(owner) and owner.get("thread") == threading.get_ident():
+                return  # this thread holds it already (a nested command): the outer one releases it
             if owner and owner.get("host") == socket.gethostname() and not _alive(owner):
                 self._take_over(owner)
                 continue
@@ -138,9 +139,12 @@ class OutputLock:
         if not self._owned:
             return
         self._owned = False
-        owner = self._read_owner()
-        if owner and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+        if self._mine(self._read_owner()):
             self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _mine(owner: dict[str, Any] | None) -> bool:
+        return bool(owner) and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname()
 
     def __enter__(self) -> OutputLock:
         self.acquire()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -205,3 +205,53 @@ def test_a_users_own_dataset_folder_is_a_system(datasets_root, fake_backbone, tm
         assert "different reference protocols" in messages
     with pytest.raises(ValueError, match="unknown system.*my-cu-s"):
         _run(datasets_root, tmp_path, systems=["nope"], out=None)
+
+
+def test_mixed_protocols_in_one_system_are_refused_before_any_work(datasets_root, fake_backbone, tmp_path):
+    """A folder whose structures carry two protocols is an error naming the system, the file and the
+    counts, alone or as a member of 'all' (which never pools it)."""
+    from ase.io import read, write
+
+    source = read(datasets_root / "cu-s" / "structures.extxyz", index=":")
+    mixed = [_plain_copy(a, PROTOCOL_V1.name if i < 7 else "vasp-pbe-other") for i, a in enumerate(source)]
+    (datasets_root / "my-cu-s").mkdir()
+    write(datasets_root / "my-cu-s" / "structures.extxyz", mixed)
+    path = datasets_root / "my-cu-s" / "structures.extxyz"
+    for systems in (["my-cu-s"], ["all"], None):
+        with pytest.raises(ValueError, match=rf"{path}: system my-cu-s mixes reference protocols "
+                                             rf"\('{PROTOCOL_V1.name}': 7 structures, 'vasp-pbe-other': 3 structures\)"):
+            _run(datasets_root, tmp_path, systems=systems)
+    assert fake_backbone.calls == 0 and not (tmp_path / "run").exists()
+
+
+class InlineExecutor(Executor):
+    """Runs each task at once in the calling (main) thread, as a process-pool worker runs it."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_warnings_of_the_fits_are_reported_once_per_task_not_hidden(datasets_root, fake_backbone, tmp_path,
+                                                                   monkeypatch):
+    from sklearn.exceptions import ConvergenceWarning
+
+    from uipbench.delta import DeltaGPR
+
+    monkeypatch.setenv("UIPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    original = DeltaGPR.fit
+
+    def fit(self, X, y):
+        warnings.warn("lbfgs failed to converge", ConvergenceWarning, stacklevel=2)
+        return original(self, X, y)
+
+    monkeypatch.setattr(DeltaGPR, "fit", fit)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _run(datasets_root, tmp_path, executor=InlineExecutor(), systems=["cu-s"])
+    fit_warnings = [str(w.message) for w in record if issubclass(w.category, sweep_module.FitWarning)]
+    # one task (chgnet · embedding · cu-s): 2 aggregations x 2 sizes x 2 seeds = 8 fits
+    assert fit_warnings == ["chgnet-0.3.0 · embedding · cu-s: 8 warning(s) from the Δ-fits: "
+                            "ConvergenceWarning: lbfgs failed to converge (×8)"]
+    assert not [w for w in record if w.category is ConvergenceWarning], "recorded, then reported by the driver"

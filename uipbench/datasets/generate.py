@@ -23,6 +23,7 @@ from ase import Atoms
 from ase.build import fcc111
 from ase.constraints import FixAtoms
 
+from ..harness.metrics import S_S_BOND  # S–S distance (Å) below which two S atoms count as bonded
 from .protocol import LATTICE_CONSTANTS, PROTOCOL_V1, ReferenceProtocol, system_metal
 
 #: (surface cell repeat, number of S, motif); a block of three entries each.
@@ -208,17 +209,13 @@ def _sulfur_positions(rng: np.random.Generator, slab: Atoms, n_sulfur: int, moti
 MIN_CONTACT = {"S-S": 1.8, "M-S": 1.75, "M-M": 2.2}
 
 
-#: S–S distance (Å) below which two S atoms count as bonded
-S_S_BONDED = 2.4
-
-
 def _is_physical(atoms: Atoms, n_metal: int, motif: str) -> bool:
     """No too-close contacts, and the motif survives: S–S motifs keep a bond, dispersed S stay unbonded."""
     d = atoms.get_all_distances(mic=True)
     np.fill_diagonal(d, np.inf)
     metal, sulfur = slice(0, n_metal), slice(n_metal, len(atoms))
     closest_ss = d[sulfur, sulfur].min(initial=np.inf)
-    motif_ok = closest_ss < S_S_BONDED if motif in ("dimer", "cluster") else closest_ss >= S_S_BONDED
+    motif_ok = closest_ss < S_S_BOND if motif in ("dimer", "cluster") else closest_ss >= S_S_BOND
     return bool(
         closest_ss >= MIN_CONTACT["S-S"]
         and d[metal, sulfur].min(initial=np.inf) >= MIN_CONTACT["M-S"]

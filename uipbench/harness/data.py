@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,26 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+class MixedProtocolError(ValueError):
+    """One system's structures were labelled with more than one reference protocol."""
+
+
+def protocol_of(system: str, structures: list[Atoms], root: Path | None = None) -> str:
+    """The one reference protocol of a system's structures (``unknown`` where none is recorded).
+
+    Energies of different protocols (functional, code, settings) differ by far more than any model
+    error, so a system that mixes them is refused before any work, naming the file and the counts.
+    """
+    counts = Counter(str(a.info.get("protocol", "unknown")) for a in structures)
+    if len(counts) > 1:
+        path = system_dir(system, root) / STRUCTURES_FILE
+        found = ", ".join(f"{p!r}: {n} structures" for p, n in counts.most_common())
+        raise MixedProtocolError(f"{path}: system {system} mixes reference protocols ({found}); energies of "
+                                 f"different protocols do not compare, so put each protocol's structures in a "
+                                 f"system folder of its own")
+    return next(iter(counts), "unknown")
+
+
 def load_systems(names: list[str], root: Path | None = None, skip_small: int | None = None) -> dict[str, SystemData]:
     """The named systems (``all`` pools every shipped system); unknown names are a clear error.
 
@@ -89,18 +110,18 @@ def load_systems(names: list[str], root: Path | None = None, skip_small: int | N
                 del loaded[s]
                 members.remove(s)
         names = [n for n in names if n == POOLED or n in loaded]
+    protocols = {s: protocol_of(s, loaded[s], root) for s in members if loaded[s]}
     shas = {s: file_sha256(system_dir(s, root) / STRUCTURES_FILE) for s in members}
     out = {}
     for name in names:
         parts = [m for m in members if loaded[m]] if name == POOLED else [name]
         if name == POOLED and len(parts) < 2 and skip_small:
             continue  # pooling one system repeats it
-        if name == POOLED:
-            protocols = {m: sorted({str(a.info.get("protocol", "unknown")) for a in loaded[m]}) for m in parts}
-            if len({tuple(v) for v in protocols.values()}) > 1:
-                warnings.warn(f"'{POOLED}' left out: its members were labelled with different reference "
-                              f"protocols ({protocols}); energies of different protocols do not pool", stacklevel=2)
-                continue
+        if name == POOLED and len({protocols[m] for m in parts}) > 1:
+            warnings.warn(f"'{POOLED}' left out: its members were labelled with different reference protocols "
+                          f"({ {m: protocols[m] for m in parts} }); energies of different protocols do not pool",
+                          stacklevel=2)
+            continue
         structures = [a for p in parts for a in loaded[p]]
         if not structures:
             raise ValueError(f"system {name} has no labelled structures")

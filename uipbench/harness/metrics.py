@@ -65,7 +65,7 @@ def ranking_quality(predicted: np.ndarray, reference: np.ndarray, groups: Sequen
 
     Only groups of at least ``min_size`` structures count; NaN when there are none.
     """
-    from scipy.stats import spearmanr  # here, not at import: the registry is read by the command line
+    from scipy.stats import spearmanr
 
     predicted, reference = np.asarray(predicted, float), np.asarray(reference, float)
     rhos, hits = [], []

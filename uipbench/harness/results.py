@@ -43,12 +43,14 @@ class ResultsError(ValueError):
 
 @dataclass
 class RunResults:
-    """The tables of a run folder; ``partial`` says why they are not the files their manifest describes."""
+    """The tables of a run folder; ``partial`` says why they are not the files their manifest describes;
+    ``vouched``: a manifest matches them (False for files of an older uipbench, which wrote none)."""
 
     results: pd.DataFrame
     predictions: pd.DataFrame
     metadata: dict
     partial: str | None = None
+    vouched: bool = False
 
 
 def cell_key(*parts: Any) -> tuple[str, ...]:
@@ -64,8 +66,13 @@ def tidy(results: pd.DataFrame) -> pd.DataFrame:
     results["value"] = pd.to_numeric(results["value"], errors="coerce").astype(float)
     results["train_size"] = results["train_size"].astype(int)
     results["seed"] = results["seed"].astype(int)
-    results["note"] = results["note"].fillna("").astype(str)
+    results["note"] = _notes(results["note"])
     return results.reset_index(drop=True)
+
+
+def _notes(notes: pd.Series) -> pd.Series:
+    """Notes as strings, "" where there is none (an all-empty column reads as float NaN)."""
+    return notes.astype(object).fillna("").astype(str)
 
 
 def _sha256(data: bytes) -> str:
@@ -77,7 +84,7 @@ def write_results(run: Path, results: pd.DataFrame, predictions: pd.DataFrame) -
     run = Path(run)
     results = results.copy()
     if len(results):  # one line per row: a note never spans lines, so every complete line is a complete row
-        results["note"] = results["note"].fillna("").astype(str).str.replace(r"\s*[\r\n]+\s*", " ", regex=True)
+        results["note"] = _notes(results["note"]).str.replace(r"\s*[\r\n]+\s*", " ", regex=True)
     manifest: dict[str, Any] = {"results_schema": RESULTS_SCHEMA}
     for name, table in ((RESULTS_FILE, results), (PREDICTIONS_FILE, predictions)):
         text = table.to_csv(index=False)
@@ -87,9 +94,10 @@ def write_results(run: Path, results: pd.DataFrame, predictions: pd.DataFrame) -
 
 
 def _check_manifest(run: Path, raw: dict[str, bytes]) -> str | None:
+    """Why the tables are not what the manifest describes; None when they are, or when there is no manifest."""
     path = run / MANIFEST_FILE
     if not path.exists():
-        return f"{path.name} missing"
+        return None
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -125,20 +133,21 @@ def load_run(run: str | Path, missing_ok: bool = False) -> RunResults:
     if (run / PREDICTIONS_FILE).exists():
         raw[PREDICTIONS_FILE] = (run / PREDICTIONS_FILE).read_bytes()
     partial = _check_manifest(run, raw)
+    vouched = partial is None and (run / MANIFEST_FILE).exists()
     if not raw[RESULTS_FILE].strip():
         raise ResultsError(f"{path}: results file is empty (a corrupt results file; remove it to start over)")
-    results = _parse(path, raw[RESULTS_FILE], partial is not None, keep_default_na=False, na_values=[""])
+    results = _parse(path, raw[RESULTS_FILE], not vouched, keep_default_na=False, na_values=[""])
     missing = set(RESULT_COLUMNS) - set(results.columns)
     if missing:
         raise ResultsError(f"{path}: not a sweep results table (missing columns {sorted(missing)})")
     preds = pd.DataFrame()
     if raw.get(PREDICTIONS_FILE, b"").strip():
-        preds = _parse(run / PREDICTIONS_FILE, raw[PREDICTIONS_FILE], partial is not None)
+        preds = _parse(run / PREDICTIONS_FILE, raw[PREDICTIONS_FILE], not vouched)
     try:
         results = tidy(results)
     except (ValueError, TypeError) as exc:
         raise ResultsError(f"{path}: corrupt results file ({exc})") from exc
-    return RunResults(results, preds, _metadata(run), partial)
+    return RunResults(results, preds, _metadata(run), partial, vouched)
 
 
 def _metadata(run: Path) -> dict:
@@ -163,9 +172,10 @@ def finished_cells(results: pd.DataFrame, predictions: pd.DataFrame | None = Non
                    expected: Mapping[tuple, frozenset[str]] | None = None) -> frozenset[tuple]:
     """Keys (:func:`cell_key`) of the cells whose rows are complete.
 
-    A cell is complete when it holds exactly one ``fit_error`` row, or exactly the metrics
-    ``expected[key]`` (default: what a cell of its model holds, with or without forces) once each;
-    and, where ``predictions`` are given, one prediction per held-out structure (its ``n_test``).
+    A cell is complete when it holds exactly one ``fit_error`` row, or every metric of
+    ``expected[key]`` (default: what a cell of its model holds without forces), each once (rows of
+    metrics no longer registered may be there too); and, where ``predictions`` are given, one
+    prediction per held-out structure (its ``n_test``).
     """
     if results.empty:
         return frozenset()
@@ -189,9 +199,8 @@ def finished_cells(results: pd.DataFrame, predictions: pd.DataFrame | None = Non
 
 def _expected_set(key: tuple, names: set[str], expected: Mapping[tuple, frozenset[str]] | None) -> bool:
     if expected is not None and key in expected:
-        return names == expected[key]
-    model = key[KEY_COLUMNS.index("model")]
-    return names in (expected_metrics(model, True), expected_metrics(model, False))
+        return names >= expected[key]
+    return names >= expected_metrics(key[KEY_COLUMNS.index("model")], False)
 
 
 def _prediction_counts(predictions: pd.DataFrame | None) -> dict[tuple, int] | None:

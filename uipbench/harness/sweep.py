@@ -12,7 +12,6 @@ finished cell.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import platform
 import sys
 import warnings
@@ -30,10 +29,10 @@ from ..cache import EmbeddingCache
 from ..datasets.io import structure_hash
 from . import metrics as M
 from .data import POOLED, BackboneView, SystemData, embed_systems, load_systems
-from .tasks import Task, TaskResult, run_task
 from .results import (KEY_COLUMNS, LML, METADATA_FILE, NONE, PREDICTIONS_FILE, RESULT_COLUMNS,  # noqa: F401
                       RESULTS_FILE, RESULTS_SCHEMA, cell_key, delta_params, finished_cells, load_run, stale_reason,
                       tidy, write_results)
+from .tasks import Task, TaskResult, run_task
 
 AGGREGATIONS = ("global", "species", "atomic")
 DESCRIPTORS = ("embedding", "soap")
@@ -230,8 +229,8 @@ def _keep_finished(out: Path | None, results: pd.DataFrame, preds: pd.DataFrame,
     keep = _in(results, done)
     if not keep.all():
         cells = {cell_key(*k) for k in results.loc[~keep, KEY_COLUMNS].itertuples(index=False)}
-        warnings.warn(f"{out / RESULTS_FILE if out else 'results'}: {len(cells)} incomplete cell(s) (e.g. "
-                      f"{', '.join(sorted(cells)[0])}); recomputed", stacklevel=3)
+        warnings.warn(f"{out or 'results'}: {len(cells)} cell(s) with missing rows in {RESULTS_FILE} or "
+                      f"{PREDICTIONS_FILE} (e.g. {', '.join(sorted(cells)[0])}); recomputed", stacklevel=3)
         results = results[keep].reset_index(drop=True)
     if not preds.empty:
         preds = preds[_in(preds, done)].reset_index(drop=True)

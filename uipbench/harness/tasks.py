@@ -6,10 +6,12 @@ workers; :func:`run_task` is pure (no files, no globals) and returns the rows it
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -110,6 +112,19 @@ def _score(task: Task, base: dict, test: list[int], predicted: np.ndarray, std: 
         for i, p, s in zip(test, predicted, std if std is not None else [None] * len(test))]
 
 
+@contextmanager
+def _recorded_warnings() -> Iterator[list | None]:
+    """Record the warnings of a fit for the driver to report, where that is safe: warning filters are
+    process-wide, so in a thread other than the main one (a thread pool, a threaded Dask worker) they
+    are left alone and warnings show the usual way. Either way they are seen, never hidden."""
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+
+
 def _fit_error(base: dict, exc: BaseException, out: TaskResult) -> None:
     out.rows.append({**base, "metric": M.FIT_ERROR, "value": np.nan, "note": _note(exc)})
 
@@ -138,15 +153,14 @@ def _delta_cell(task: Task, aggregation: str, size: int, seed: int, train: list[
     X = list(zip(task.features, task.numbers))
     base = _base(task, "delta", task.descriptor, aggregation, size, seed)
     model = DeltaGPR(aggregation, random_state=seed, **task.gpr)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _recorded_warnings() as caught:
         try:
             model.fit([X[i] for i in train], task.energy_ref[train] - task.energy_backbone[train])
             mean, std = model.predict([X[i] for i in test], return_std=True)
         except (DeltaModelError, ValueError, np.linalg.LinAlgError) as exc:
             _fit_error(base, exc, out)
             mean = None
-    out.warnings += [f"{w.category.__name__}: {w.message}" for w in caught]
+    out.warnings += [f"{w.category.__name__}: {w.message}" for w in caught or ()]
     if mean is not None:
         _score(task, base, test, task.energy_backbone[test] + mean, std,
                float(model.log_marginal_likelihood_value_), out)

@@ -1,36 +1,50 @@
-"""Figures of a sweep (matplotlib, PNG and SVG, labelled axes with units)."""
+"""Figures of a sweep (matplotlib, PNG and SVG, labelled axes with units).
+
+Figures are ``matplotlib.figure.Figure`` objects, drawn without pyplot: no backend is chosen
+(nor changed for the caller) and nothing stays open; matplotlib is imported when a figure is drawn.
+"""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-import matplotlib.ticker
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .tables import MAE, evidence_choice, headline, summarise  # noqa: E402
+from .tables import MAE, evidence_choice, headline, summarise
 
 AGG_STYLE = {"global": ("tab:blue", "o"), "species": ("tab:orange", "s"), "atomic": ("tab:green", "^")}
 SYSTEM_COLOURS = {"cu-s": "tab:orange", "ag-s": "tab:gray", "au-s": "goldenrod"}
 
 
+def subplots(nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Any, Any]:
+    """``(figure, axes)`` like ``pyplot.subplots``, on a Figure of its own (no pyplot, no backend)."""
+    from matplotlib.figure import Figure
+
+    fig_kw = {k: kw.pop(k) for k in ("figsize", "dpi") if k in kw}
+    fig = Figure(**fig_kw)
+    return fig, fig.subplots(nrows, ncols, **kw)
+
+
 def save(fig, out: Path, name: str) -> list[Path]:
+    """Write ``fig`` as PNG and SVG; a pyplot figure (of a caller using pyplot) is closed after."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     fig.savefig(paths[0], dpi=130, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close(fig)
     return paths
 
 
 def learning_curves(results: pd.DataFrame, out: Path) -> Path:
     """Held-out energy MAE vs training size: rows backbones, columns systems; raw as a grey band."""
+    from matplotlib import ticker
+
     summary = summarise(results, MAE)
     backbones, systems = sorted(summary.backbone.unique()), _system_order(summary.system.unique())
-    fig, axes = plt.subplots(len(backbones), len(systems), figsize=(3.3 * len(systems), 2.6 * len(backbones)),
+    fig, axes = subplots(len(backbones), len(systems), figsize=(3.3 * len(systems), 2.6 * len(backbones)),
                              squeeze=False, sharex="col")
     for i, backbone in enumerate(backbones):
         for j, system in enumerate(systems):
@@ -51,9 +65,9 @@ def learning_curves(results: pd.DataFrame, out: Path) -> Path:
                                 ls=ls, capsize=2, lw=1, label=f"Δ {agg}" + (" (SOAP)" if descriptor == "soap" else ""))
             ax.set_xscale("log")
             sizes = sorted(summary[summary.system == system].train_size.unique())
-            ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sizes))
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([str(v) for v in sizes]))
-            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.xaxis.set_major_locator(ticker.FixedLocator(sizes))
+            ax.xaxis.set_major_formatter(ticker.FixedFormatter([str(v) for v in sizes]))
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
             ax.set_title(f"{backbone} · {system}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("energy MAE (meV/atom)")
@@ -76,7 +90,7 @@ def heatmap(results: pd.DataFrame, out: Path) -> Path:
     if not table.empty:
         table["delta_shown"] = table.chosen_mean.where(np.isfinite(table.chosen_mean), table.delta_mean)
     backbones, systems = sorted(table.backbone.unique()), _system_order(table.system.unique())
-    fig, axes = plt.subplots(1, 2, figsize=(3.0 + 1.3 * len(systems) * 2, 1.2 + 0.55 * len(backbones)),
+    fig, axes = subplots(1, 2, figsize=(3.0 + 1.3 * len(systems) * 2, 1.2 + 0.55 * len(backbones)),
                              sharey=True)
     vmax = float(np.nanmax(table.raw_mean)) if not table.empty else 1.0
     for ax, column, title in ((axes[0], "raw_mean", "raw (per-species offset)"),
@@ -123,7 +137,7 @@ def parity(results: pd.DataFrame, predictions: pd.DataFrame, out: Path, system: 
     system = system or ("all" if "all" in set(best.system) else sorted(best.system)[0])
     best = best[best.system == system]
     backbones = sorted(best.backbone)
-    fig, axes = plt.subplots(len(backbones), 2, figsize=(7.2, 3.3 * len(backbones)), squeeze=False)
+    fig, axes = subplots(len(backbones), 2, figsize=(7.2, 3.3 * len(backbones)), squeeze=False)
     for i, r in enumerate(best.itertuples(index=False)):
         p = predictions[(predictions.backbone == r.backbone) & (predictions.system == system)
                         & (predictions.train_size == r.train_size)]
@@ -151,36 +165,61 @@ def parity(results: pd.DataFrame, predictions: pd.DataFrame, out: Path, system: 
     return save(fig, out, "parity")[0]
 
 
-def s_s_diagnosis(results: pd.DataFrame, predictions: pd.DataFrame, out: Path) -> Path:
-    """Mean signed error vs number of S–S pairs (< 2.4 Å) per structure: raw and Δ-corrected."""
+def s_s_diagnosis(results: pd.DataFrame, predictions: pd.DataFrame, out: Path, system: str | None = None) -> Path:
+    """Mean signed error vs number of S–S pairs (< 2.4 Å) per structure: one panel per backbone, the raw
+    backbone and its Δ-correction side by side at each count, with the number of structures of each point.
+
+    ``system``: default the pooled system when the results have one (every metal), else the first.
+    """
+    from matplotlib import ticker
+
     best = _best_cells(results)
     choice = evidence_choice(results)
-    systems = _system_order(best.system.unique())
-    fig, axes = plt.subplots(1, len(systems), figsize=(3.6 * len(systems), 3.2), squeeze=False, sharey=True)
-    for j, system in enumerate(systems):
-        ax = axes[0][j]
-        for k, r in enumerate(best[best.system == system].itertuples(index=False)):
-            p = predictions[(predictions.backbone == r.backbone) & (predictions.system == system)
-                            & (predictions.train_size == r.train_size)]
-            colour = f"C{k}"
-            for model, ls, part in (("raw", "-", p[p.model == "raw"]), ("Δ", "--", _delta_predictions(choice, p, r)[0])):
-                err = 1000 * (part.energy_pred - part.energy_ref) / part.n_atoms
-                g = err.groupby(part.n_ss_pairs).agg(["mean", "sem", "count"])
-                ax.errorbar(g.index, g["mean"], yerr=g["sem"].fillna(0), color=colour, ls=ls, marker="o", ms=3,
-                            capsize=2, label=f"{r.backbone} {model}")
+    if system is None and not best.empty:
+        system = "all" if "all" in set(best.system) else _system_order(best.system.unique())[0]
+    cells = best[best.system == system].sort_values("backbone")
+    ncols = min(3, max(1, len(cells)))
+    nrows = max(1, -(-len(cells) // ncols))
+    fig, axes = subplots(nrows, ncols, figsize=(3.9 * ncols, 3.0 * nrows + 0.6), squeeze=False, sharey=True)
+    for ax, r in zip(axes.flat, cells.itertuples(index=False)):
+        p = predictions[(predictions.backbone == r.backbone) & (predictions.system == system)
+                        & (predictions.train_size == r.train_size)]
+        delta, label = _delta_predictions(choice, p, r)
+        counts = _s_s_points(ax, p[p.model == "raw"], -0.15, "0.45", "raw")
+        _s_s_points(ax, delta, 0.15, "tab:blue", f"Δ ({label})")
+        _count_labels(ax, counts)
         ax.axhline(0, color="k", lw=0.6)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.set_title(system, fontsize=10)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        ax.set_title(f"{r.backbone} (n train {r.train_size})", fontsize=9)
         ax.set_xlabel("S–S pairs in the structure (< 2.4 Å)")
-        if j == 0:
-            ax.set_ylabel("mean signed error (meV/atom)")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.12))
-    fig.suptitle("S–S diagnosis: signed error (prediction − DFT) vs S–S motifs; negative = S–S over-bound "
-                 "(solid raw, dashed Δ)")
+        ax.legend(fontsize=7, loc="lower left", frameon=False)
+    for ax in axes.flat[len(cells):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("mean signed error (meV/atom)")
+    where = "every system pooled ('all')" if system == "all" else system
+    fig.suptitle(f"S–S diagnosis: signed error (prediction − DFT) vs S–S motifs, held-out structures of {where}, "
+                 f"largest training set, all seeds;\nnegative = S–S over-bound; error bars: standard error over "
+                 f"predictions; n = distinct structures per S–S count", fontsize=10)
     fig.tight_layout()
     return save(fig, out, "s_s_diagnosis")[0]
+
+
+def _s_s_points(ax, part: pd.DataFrame, shift: float, colour: str, label: str) -> pd.Series:
+    """One series of the S–S diagnosis: mean ± SEM per S–S count; returns the structures per count."""
+    err = 1000 * (part.energy_pred - part.energy_ref) / part.n_atoms
+    g = err.groupby(part.n_ss_pairs).agg(["mean", "sem"])
+    ax.errorbar(g.index.to_numpy() + shift, g["mean"], yerr=g["sem"].fillna(0), color=colour, ls="none",
+                marker="o", ms=4, capsize=2, label=label)
+    return part.groupby("n_ss_pairs").structure.nunique()
+
+
+def _count_labels(ax, counts: pd.Series) -> None:
+    """``n = …`` structures above each S–S count (the raw and Δ points of a count share their structures)."""
+    for x, n in counts.items():
+        ax.text(x, 0.97, f"n={n}", transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=7,
+                color="0.3")
 
 
 def _system_order(systems) -> list[str]:

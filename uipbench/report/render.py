@@ -99,9 +99,11 @@ def _blocks(results, head, summary, figs, metadata, out: Path) -> list[tuple[str
     if "parity" in rel:
         blocks += [("md", "## Parity"), ("md", f"![parity]({rel['parity']})"),
                    ("md", "## S–S vs metal–S diagnosis"),
-                   ("md", "Signed error per atom against the number of bonded S–S pairs in a structure. A backbone "
-                          "that over-binds S–S motifs (as reported for MPtrj-trained models) drifts negative as "
-                          "S–S pairs increase; the Δ-model should flatten the curve."),
+                   ("md", "Signed error per atom against the number of bonded S–S pairs in a structure, one "
+                          "panel per backbone, the raw backbone (grey) and its Δ-correction (blue) side by side at "
+                          "each count; n is the number of held-out structures behind each pair of points. A "
+                          "backbone that over-binds S–S motifs (as reported for MPtrj-trained models) drifts "
+                          "negative as S–S pairs increase; the Δ-model should flatten the trend."),
                    ("md", f"![S–S diagnosis]({rel['ss']})")]
     blocks += [("md", "## Ranking within compositions (largest training set)"), ("md", _rank_table(results))]
     if _other_metrics(results):
