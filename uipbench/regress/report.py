@@ -97,16 +97,14 @@ def paired_figure(results, baseline: str, candidate: str, out: Path, metric: str
                   seeds: Sequence[int] | None = None) -> Path:
     """Per system (columns) and model (rows), at the largest training size: baseline vs candidate per seed,
     a line joining each seed's pair (red: candidate worse, green: better)."""
-    from ..report.figures import save
-
-    import matplotlib.pyplot as plt
+    from ..report.figures import save, subplots
 
     p = at_largest_size(pairs(results, baseline, candidate, (metric,), seeds))
     p = p[(p.model == "raw") | (p.descriptor == "embedding")]
     systems = sorted(p.system.unique(), key=lambda s: (s == "all", s))
     models = [("raw", "-")] + [("delta", a) for a in ("global", "species", "atomic")
                                if ((p.model == "delta") & (p.aggregation == a)).any()]
-    fig, axes = plt.subplots(len(models), max(1, len(systems)),
+    fig, axes = subplots(len(models), max(1, len(systems)),
                              figsize=(max(4.2, 2.6 * len(systems)), 2.3 * len(models)), squeeze=False)
     for i, (model, agg) in enumerate(models):
         for j, system in enumerate(systems):
