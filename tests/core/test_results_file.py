@@ -81,8 +81,11 @@ def test_a_truncated_results_file_is_recomputed_not_trusted(finished, datasets_r
     calls = []
     original = sweep_module.run_task
     monkeypatch.setattr(sweep_module, "run_task", lambda task: calls.append(task) or original(task))
-    with pytest.warns(UserWarning, match=f"{path}.*cut short"):
+    with pytest.warns(UserWarning) as record:
         again = _run(datasets_root, tmp_path)
+    messages = [str(w.message) for w in record]
+    assert any(m.startswith(f"{path}: results.csv differs from manifest.json (cut short") for m in messages)
+    assert any("1 cell(s) with missing rows" in m and ", ".join(cut_key) in m for m in messages), messages
     assert calls, "the missing cells are recomputed"
     pd.testing.assert_frame_equal(_sorted(again), _sorted(results), check_exact=False, rtol=1e-12, check_dtype=False)
     preds = pd.read_csv(tmp_path / "run" / PREDICTIONS_FILE)
@@ -93,8 +96,10 @@ def test_a_truncated_results_file_is_recomputed_not_trusted(finished, datasets_r
 def test_a_truncated_predictions_file_recomputes_its_cells(finished, datasets_root, tmp_path, monkeypatch):  # noqa: F811
     results, _, preds_text = finished
     (tmp_path / "run" / PREDICTIONS_FILE).write_bytes(preds_text[:len(preds_text) // 2])
-    with pytest.warns(UserWarning, match="predictions.csv differs"):
+    with pytest.warns(UserWarning) as record:
         again = _run(datasets_root, tmp_path)
+    messages = " ".join(str(w.message) for w in record)
+    assert "predictions.csv differs from manifest.json" in messages and "with missing rows" in messages
     pd.testing.assert_frame_equal(_sorted(again), _sorted(results), check_exact=False, rtol=1e-12, check_dtype=False)
     full = pd.read_csv(pd.io.common.BytesIO(preds_text))
     assert len(pd.read_csv(tmp_path / "run" / PREDICTIONS_FILE)) == len(full)

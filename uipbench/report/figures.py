@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..harness.metrics import get_metric
 from .tables import MAE, evidence_choice, headline, summarise
 
 AGG_STYLE = {"global": ("tab:blue", "o"), "species": ("tab:orange", "s"), "atomic": ("tab:green", "^")}
@@ -70,7 +71,7 @@ def learning_curves(results: pd.DataFrame, out: Path) -> Path:
             ax.xaxis.set_minor_locator(ticker.NullLocator())
             ax.set_title(f"{backbone} · {system}", fontsize=9)
             if j == 0:
-                ax.set_ylabel("energy MAE (meV/atom)")
+                ax.set_ylabel(get_metric(MAE).axis_label)
             if i == len(backbones) - 1:
                 ax.set_xlabel("training structures")
             ax.set_ylim(bottom=0)
@@ -108,7 +109,7 @@ def heatmap(results: pd.DataFrame, out: Path) -> Path:
         ax.tick_params(axis="y", labelleft=ax is axes[0])
         ax.set_xlabel("system")
         ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=axes, label="held-out energy MAE (meV/atom)", shrink=0.9)
+    fig.colorbar(im, ax=axes, label=f"held-out {get_metric(MAE).axis_label}", shrink=0.9)
     return save(fig, out, "heatmap")[0]
 
 

@@ -110,7 +110,7 @@ def _blocks(results, head, summary, figs, metadata, out: Path) -> list[tuple[str
         blocks += [("md", "## Other metrics (largest training set)"),
                    ("md", _rank_table(results, _other_metrics(results)))]
     blocks += [
-               ("md", "## All cells: energy MAE (meV/atom)"), ("md", full_markdown(summary)),
+               ("md", f"## All cells: {get_metric(MAE).axis_label}"), ("md", full_markdown(summary)),
                ("md", "Tables as CSV in `tables/`; the tidy results in `results.csv`, per-structure predictions in "
                       "`predictions.csv`, provenance (versions, cards, data hashes, command) in `metadata.json`.")]
     errors = results[results.metric == FIT_ERROR]
