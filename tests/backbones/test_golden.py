@@ -2,7 +2,8 @@
 
 Runs in each backbone environment (``make test``), like the conformance test.  The backbone is
 loaded the way its golden file was written: real weights, or (mace/orb, whose real weights are
-absent here) the card's architecture with random weights from seed 0.  No golden file, or real
+absent here) the card's architecture with random weights from seed 0.  The structures and the
+tolerances are the code's, never the file's.  No golden file, or real
 weights missing for a real-weights golden file: skipped with the reason.  Rewrite a golden file
 after an intended change with ``uipbench regress golden --write NAME``.
 """
@@ -14,8 +15,8 @@ import pytest
 
 from uipbench.adapters.card import WeightsError, all_cards
 from uipbench.adapters.registry import importable_here, load_backbone
-from uipbench.regress import (GoldenMismatch, RegressError, assert_matches_golden, golden_path, golden_record,
-                              load_golden)
+from uipbench.regress import (GOLDEN_STRUCTURES, GoldenMismatch, RegressError, assert_matches_golden, golden_path,
+                              golden_record, load_golden)
 
 HERE = [name for name, card in sorted(all_cards().items()) if importable_here(card)]
 if not HERE:
@@ -36,8 +37,7 @@ def golden_and_current(name: str) -> tuple[dict, dict]:
             backbone = load_backbone(name, in_process=True, random_weights=random)
         except WeightsError as exc:
             pytest.skip(f"{name}: golden file made with real weights, which are absent here ({exc})")
-        entries = [(s["system"], int(s["plan_index"])) for s in golden["structures"]]
-        _current[name] = golden, golden_record(backbone, entries, golden.get("tolerances"), random)
+        _current[name] = golden, golden_record(backbone, GOLDEN_STRUCTURES, random)  # the code's structures
     return _current[name]
 
 
@@ -72,3 +72,21 @@ def test_golden_file_of_another_width_is_refused(name):
     other["width"] = golden["width"] + 1
     with pytest.raises(RegressError, match="width"):
         assert_matches_golden(other, current)
+
+
+def test_a_loosened_tolerance_in_the_file_does_not_hide_a_5_ev_change(name):
+    golden, current = golden_and_current(name)
+    loosened = copy.deepcopy(golden)
+    loosened["tolerances"] = {k: 1e6 for k in golden["tolerances"]}
+    loosened["structures"][0]["energy_ev"] += 5.0
+    with pytest.raises(GoldenMismatch) as info:
+        assert_matches_golden(loosened, current, "loosened copy")
+    message = str(info.value)
+    assert f"structure {golden['structures'][0]['id']}: energy" in message
+    assert "recorded tolerances differ from the code's" in message
+
+
+def test_a_golden_file_without_structures_is_refused(name):
+    golden, current = golden_and_current(name)
+    with pytest.raises(RegressError, match="holds no structures"):
+        assert_matches_golden({**golden, "structures": []}, current, "empty copy")

@@ -22,10 +22,13 @@ from uipbench.datasets.generate import plan
 from uipbench.datasets.io import to_extxyz_text, with_results
 from uipbench.datasets.label import generator_settings, write_card
 from uipbench.datasets.protocol import PROTOCOL_V1
-from uipbench.regress import (MAE, GateRule, GoldenMismatch, RegressError, assert_matches_golden, compare,
-                              compare_golden, exit_code, gate, golden_record, paired_stats, run_regress)
+from uipbench.harness.metrics import Metric, registered
+from uipbench.regress import (MAE, GateRule, GoldenMismatch, RegressError, all_metrics_markdown, assert_matches_golden,
+                              compare, compare_golden, compared_metrics, exit_code, gate, golden_record, paired_stats,
+                              run_regress)
 
 from .fake_backbone import FakeBackbone
+from .test_metric_registry import WORST
 
 # --------------------------------------------------------------------------- paired statistics
 
@@ -131,8 +134,10 @@ def test_missing_results_are_a_clear_error():
     disjoint = pd.concat([_results({"old": [10, 12]}, system="cu-s"), _results({"new": [11, 13]}, system="ag-s")])
     with pytest.raises(RegressError, match="share no"):
         compare(disjoint, "old", "new")
-    with pytest.raises(RegressError, match="unknown gate metric"):
+    with pytest.raises(RegressError, match="gate metric 'n_test' .* has no direction"):
         gate(compare(r, "old", "new"), GateRule("n_test"))
+    with pytest.raises(RegressError, match="unknown gate metric 'energy_mea'; choose from energy_mae"):
+        GateRule("energy_mea")
     with pytest.raises(RegressError, match="tolerance must be >= 0"):
         gate(compare(r, "old", "new"), GateRule(tolerance=-1))
 
@@ -247,6 +252,64 @@ def test_changed_data_recomputes_the_cached_sweep(datasets_root, fakes, tmp_path
     assert set(n_test) == {3.0}  # every cell is from the 12-structure data
 
 
+def test_a_regress_run_loads_the_data_once(datasets_root, fakes, tmp_path, monkeypatch):
+    """The staleness check is the sweep's own (regress does not load every system again to ask first)."""
+    import uipbench.harness.sweep as sweep_module
+
+    calls, load = [], data_module.load_systems
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(data_module, "load_systems", counting)
+    monkeypatch.setattr(sweep_module, "load_systems", counting)
+    _regress(datasets_root, tmp_path, seeds=[0])
+    assert len(calls) == 1
+
+
+# --------------------------------------------------------------------------- a new metric (#11): the registry alone
+
+
+def _within_5(split) -> float:
+    return float(np.mean(np.abs(split.errors) < 5.0))
+
+
+MAX_ERROR = WORST  # the harness's new metric (tests/core/test_metric_registry.py): scored, labelled, and here compared
+WITHIN_5 = Metric("fraction_within_5_mev", "", "fraction within 5 meV/atom", False, _within_5)
+
+
+def test_a_registered_metric_gets_its_direction_from_the_registry():
+    """Nothing in regress names these metrics: compared, judged and gated by the registry's direction."""
+    r = pd.concat([_results({"old": [10, 12, 11], "new": [13, 15, 14]}, metric=MAX_ERROR.name),
+                   _results({"old": [0.9, 0.8, 0.85], "new": [0.5, 0.45, 0.5]}, metric=WITHIN_5.name)])
+    with pytest.raises(RegressError, match="unknown gate metric"):
+        GateRule(MAX_ERROR.name)
+    with registered(MAX_ERROR), registered(WITHIN_5):
+        table = compare(r, "old", "new").set_index("metric")
+        assert table.loc[MAX_ERROR.name, "worse_by"] == pytest.approx(3.0)  # lower is better: higher is worse
+        assert table.loc[WITHIN_5.name, "worse_by"] == pytest.approx(0.35 + 0.05 / 3)  # higher is better
+        assert set(table.verdict) == {"worse"}
+        assert _code(r, tolerance=1.0, metric=MAX_ERROR.name) == 1
+        assert _code(r, tolerance=0.5, metric=WITHIN_5.name) == 0
+        text = all_metrics_markdown(compare(r, "old", "new"))
+        assert f"| {MAX_ERROR.name} (meV/atom) |" in text and f"| {WITHIN_5.name} |" in text
+    assert MAX_ERROR.name not in compared_metrics()
+
+
+def test_a_registered_metric_is_swept_compared_and_gated_end_to_end(datasets_root, fakes, tmp_path):
+    with registered(MAX_ERROR):
+        result = _regress(datasets_root, tmp_path, gate_metric=MAX_ERROR.name, tolerance=0.0)
+    gated = result.comparison[(result.comparison.metric == MAX_ERROR.name) & (result.comparison.model == "raw")]
+    assert len(gated) == 2 and (gated.n == 3).all()  # both training sizes, three seeds each
+    assert result.rule.metric == MAX_ERROR.name
+    text = (tmp_path / "regress" / "regress.md").read_text()
+    assert f"## Gate: raw {MAX_ERROR.name} at the largest training size (meV/atom" in text
+    assert f"`{MAX_ERROR.name}` is worse than the baseline's by more than 0 meV/atom" in text
+    summary = json.loads((tmp_path / "regress" / "summary.json").read_text())
+    assert summary["gate_metric"] == MAX_ERROR.name and {g["metric"] for g in summary["gate"]} == {MAX_ERROR.name}
+
+
 # --------------------------------------------------------------------------- golden files
 
 
@@ -280,7 +343,7 @@ def test_altered_golden_file_fails_naming_backbone_structure_and_quantity(tmp_pa
     assert f"chgnet-0.3.0: structure {sid1}: energy" in message
     assert f"chgnet-0.3.0: structure {sid2}: embedding std" in message
     assert altered["structures"][0]["id"] not in message
-    assert "2 quantities out of tolerance" in message
+    assert "(2 differences)" in message
 
 
 def test_golden_comparison_across_backbones_or_widths_is_refused():
@@ -294,3 +357,112 @@ def test_golden_comparison_across_backbones_or_widths_is_refused():
     changed = copy.deepcopy(golden)
     changed["metadata"]["weights_sha256"] = "0" * 64
     assert any("weights sha256" in p for p in compare_golden(changed, _golden(NamedFake("chgnet-0.3.0"))))
+
+
+# --------------------------------------------------------------------------- golden checks that passed falsely (#13)
+
+
+@pytest.fixture
+def golden_file(tmp_path, monkeypatch):
+    """A golden file of the fake under chgnet-0.3.0's name on the code's structures; checks load the same fake."""
+    import uipbench.regress.golden as golden_module
+
+    backbone = NamedFake("chgnet-0.3.0")
+    monkeypatch.setattr(golden_module, "_load_for_golden", lambda name, random, in_process: (backbone, False))
+    path = tmp_path / "chgnet-0.3.0.json"
+    path.write_text(json.dumps(golden_record(backbone)))
+    return path
+
+
+def _edit(path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_check_golden_uses_the_code_s_tolerances_not_the_file_s(golden_file):
+    from uipbench.regress import check_golden
+
+    assert check_golden("chgnet-0.3.0", golden_file)["backbone"] == "chgnet-0.3.0"  # the untouched file matches
+
+    def loosen_and_shift(data):
+        data["tolerances"] = {k: 1e6 for k in data["tolerances"]}  # would hide anything if it were believed
+        data["structures"][0]["energy_ev"] += 5.0
+
+    _edit(golden_file, loosen_and_shift)
+    with pytest.raises(GoldenMismatch) as info:
+        check_golden("chgnet-0.3.0", golden_file)
+    message = str(info.value)
+    assert "energy" in message and "diff -5.000e+00 eV; tolerance 0.001 eV" in message
+    assert "recorded tolerances differ from the code's" in message and "energy_atol_ev 1000000.0" in message
+
+
+def test_a_golden_file_whose_tolerances_alone_differ_is_reported(golden_file):
+    from uipbench.regress import GOLDEN_TOLERANCES, check_golden
+
+    _edit(golden_file, lambda data: data["tolerances"].update(energy_rtol=0.5))
+    with pytest.raises(GoldenMismatch, match=r"\(1 difference\)") as info:
+        check_golden("chgnet-0.3.0", golden_file)
+    assert f"energy_rtol 0.5 (code {GOLDEN_TOLERANCES['energy_rtol']:g})" in str(info.value)
+
+
+def test_a_golden_file_with_no_structures_fails(golden_file, capsys):
+    from uipbench.regress import check_golden, load_golden
+
+    golden = load_golden(golden_file)
+    current = copy.deepcopy(golden)
+    _edit(golden_file, lambda data: data.update(structures=[]))
+    with pytest.raises(RegressError, match="holds no structures"):
+        check_golden("chgnet-0.3.0", golden_file)
+    with pytest.raises(RegressError, match="holds no structures"):
+        compare_golden({**golden, "structures": []}, {**current, "structures": []})
+    assert main(["regress", "golden", "--check", "chgnet-0.3.0", "--path", str(golden_file)]) == 2
+    assert f"{golden_file}: holds no structures" in capsys.readouterr().err
+
+
+def test_a_golden_file_with_fewer_structures_than_the_code_s_fails(golden_file):
+    from uipbench.regress import check_golden
+
+    _edit(golden_file, lambda data: data.update(structures=data["structures"][:1]))
+    with pytest.raises(GoldenMismatch, match=r"\(8 differences\)") as info:
+        check_golden("chgnet-0.3.0", golden_file)
+    assert "evaluated now but not in the golden file" in str(info.value)
+
+
+@pytest.mark.parametrize("where, key", [(None, "width"), (None, "structures"), (0, "energy_ev"),
+                                        (1, "structure_hash"), ("embedding", "atom_norms")])
+def test_a_missing_key_is_a_clear_error_naming_file_and_key(golden_file, capsys, where, key):
+    from uipbench.regress import check_golden, load_golden
+
+    def drop(data):
+        record = data if where is None else (data["structures"][2]["embedding"] if where == "embedding"
+                                             else data["structures"][where])
+        del record[key]
+
+    _edit(golden_file, drop)
+    with pytest.raises(RegressError, match=f"missing key '{key}'") as info:
+        load_golden(golden_file)
+    assert str(info.value).startswith(str(golden_file))
+    with pytest.raises(RegressError, match=f"missing key '{key}'"):
+        check_golden("chgnet-0.3.0", golden_file)
+    assert main(["regress", "golden", "--check", "chgnet-0.3.0", "--path", str(golden_file)]) == 2
+    err = capsys.readouterr().err
+    assert str(golden_file) in err and f"missing key '{key}'" in err and "Traceback" not in err
+
+
+def test_a_mistyped_value_is_a_clear_error(golden_file):
+    from uipbench.regress import load_golden
+
+    _edit(golden_file, lambda data: data["structures"][0].update(energy_ev="-12.3"))
+    with pytest.raises(RegressError, match=r"structures\[0\]: key 'energy_ev' should be a number, found str"):
+        load_golden(golden_file)
+
+
+def test_golden_path_with_several_backbones_is_an_error(golden_file, capsys):
+    import uipbench.cli
+
+    if not hasattr(uipbench.cli, "__path__"):
+        pytest.skip("the --path check lives in uipbench/cli/regress.py (the cli package)")
+    for flag in ("--check", "--write"):
+        assert main(["regress", "golden", flag, "chgnet-0.3.0", "chgnet-0.2.0", "--path", str(golden_file)]) == 2
+        assert "--path names one golden file" in capsys.readouterr().err
