@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -365,6 +366,7 @@ def test_outputs_and_figure(json_file: Path, tmp_path: Path) -> None:
     assert meta["frames_read"] == N_FRAMES and meta["input_bytes"] == json_file.stat().st_size
     assert meta["skipped_by_reason"] == {} and meta["counter_version"] == mptrj.COUNTER_VERSION
     assert written["figure_S_png"].stat().st_size > 0 and written["figure_S_svg"].stat().st_size > 0
+    assert "matplotlib.pyplot" not in sys.modules or not sys.modules["matplotlib.pyplot"].get_fignums()
 
 
 def _sweep() -> pd.DataFrame:
@@ -385,20 +387,30 @@ def _sweep() -> pd.DataFrame:
 
 
 def test_relate_to_errors(json_file: Path, tmp_path: Path) -> None:
+    from uipbench.report import mptrj_relation
+    from uipbench.report.mptrj_relation import plot_relation, relate_to_errors
+
     table = count_environments(json_file, SPEC).table
-    rel = mptrj.relate_to_errors(table, _sweep())
+    rel = relate_to_errors(table, _sweep())
+    assert list(rel.columns) == mptrj_relation.RELATION_COLUMNS
     assert len(rel) == 6 and set(rel["system"]) == {"cu-s", "ag-s", "au-s"}
     row = rel[(rel["backbone"] == "chgnet-0.3.0") & (rel["system"] == "ag-s")].iloc[0]
     assert row["metal"] == "Ag" and row["env_count"] == 2 and row["error_mean"] == 60.0
     assert row["n_values"] == 4 and row["error_std"] == 0.0
-    by_materials = mptrj.relate_to_errors(table, _sweep(), category="metal_only", unit="materials")
+    by_materials = relate_to_errors(table, _sweep(), category="metal_only", unit="materials")
     assert dict(zip(by_materials["metal"], by_materials["env_count"])) == {"Ag": 1, "Au": 0, "Cu": 3}
-    png, svg = mptrj.plot_relation(rel, tmp_path / "relation")
+    png, svg = plot_relation(rel, tmp_path / "relation")
     assert png.stat().st_size > 0 and svg.stat().st_size > 0
     with pytest.raises(ValueError, match="no sweep results with metric"):
-        mptrj.relate_to_errors(table, _sweep(), metric="nope")
+        relate_to_errors(table, _sweep(), metric="nope")
     with pytest.raises(ValueError, match="lacks column"):
-        mptrj.relate_to_errors(table, _sweep().drop(columns=["value"]))
+        relate_to_errors(table, _sweep().drop(columns=["value"]))
+    with pytest.raises(ValueError, match="relation table is empty"):
+        plot_relation(rel.iloc[:0], tmp_path / "empty")
+    # the old names still work from uipbench.mptrj
+    assert mptrj.relate_to_errors is relate_to_errors and mptrj.plot_relation is plot_relation
+    with pytest.raises(AttributeError, match="no attribute 'count_frames'"):
+        mptrj.count_frames
 
 
 def test_cli(json_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
