@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -329,6 +330,59 @@ def test_unknown_elements(tmp_path: Path) -> None:
     with pytest.warns(MPtrjSkipWarning, match="unknown element 'Xx'"):
         result = count_environments(xyz, SPEC)
     assert result.metadata.frames_skipped == 1 and result.metadata.frames_counted == 2
+
+
+def _bad_inputs(json_file: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Broken files a user may hand to mptrj-envs, each with the message it must end in."""
+    packed = gzip.compress(json_file.read_bytes())
+    cases = {
+        "not gzip": ("plain.json.gz", json_file.read_bytes(), r"named \.gz but not gzip-compressed"),
+        "gzip cut in the middle": ("cut.json.gz", packed[:len(packed) // 2],
+                                   r"truncated gzip file: the compressed stream ends after \d+ uncompressed bytes"),
+        "gzip with a bad checksum": ("crc.json.gz", packed[:-8] + bytes(b ^ 0xFF for b in packed[-8:-4]) + packed[-4:],
+                                     "corrupt gzip data"),
+        "empty .gz": ("empty.json.gz", b"", r"empty file \(0 bytes\)"),
+        "empty extxyz": ("empty.extxyz", b"", r"empty file \(0 bytes\)"),
+        "blank extxyz": ("blank.extxyz", b"\n \n", "no extxyz frame"),
+    }
+    out = {}
+    for case, (name, data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        out[case] = (tmp_path / name, message)
+    return out
+
+
+@pytest.mark.parametrize("case", ["not gzip", "gzip cut in the middle", "gzip with a bad checksum", "empty .gz",
+                                  "empty extxyz", "blank extxyz"])
+def test_broken_or_empty_files_name_the_file_and_the_fault(json_file: Path, tmp_path: Path, case: str) -> None:
+    path, message = _bad_inputs(json_file, tmp_path)[case]
+    for workers in (1, 2):
+        with pytest.raises(MPtrjFormatError, match=rf"^{re.escape(str(path))}: {message}"):
+            count_environments(path, SPEC, workers=workers)
+
+
+def test_gzip_cut_at_any_point_is_refused(json_file: Path, tmp_path: Path) -> None:
+    packed = gzip.compress(json_file.read_bytes())
+    path = tmp_path / "MPtrj.json.gz"
+    for cut in range(10, len(packed) - 1, max(1, len(packed) // 17)):
+        path.write_bytes(packed[:cut])
+        with pytest.raises(MPtrjFormatError, match=rf"^{re.escape(str(path))}: (truncated gzip file|corrupt gzip data)"):
+            count_environments(path, SPEC, block_size=64)
+
+
+def test_cli_broken_gzip_is_one_line_and_exit_2(json_file: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    from uipbench import mptrj_cli
+
+    for case in ("not gzip", "gzip cut in the middle", "empty .gz"):
+        path, message = _bad_inputs(json_file, tmp_path)[case]
+        code = mptrj_cli.main(["mptrj-envs", str(path), "--workers", "1", "--no-progress",
+                               "--output", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2, case
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert re.match(rf"uipbench: error: {re.escape(str(path))}: {message}", err), err
+    assert not (tmp_path / "out").exists()                         # nothing written for a refused file
 
 
 def test_truncated_extxyz(tmp_path: Path) -> None:

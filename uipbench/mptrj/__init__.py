@@ -74,7 +74,8 @@ material seen, to report how many materials the file holds.
 Bad input
 ---------
 A truncated or malformed file raises :class:`MPtrjFormatError` naming the file, the byte offset and
-the frame.  A frame that cannot be counted (missing or malformed fields, an unknown element, a
+the frame; so do an empty file, a ``.gz`` file that is not gzip-compressed and a gzip stream that is
+cut short or corrupt.  A frame that cannot be counted (missing or malformed fields, an unknown element, a
 disordered site, a degenerate cell, a field from ``require`` missing) is skipped, counted by reason,
 warned about (:class:`MPtrjSkipWarning`, once per reason) and listed in the metadata – never counted
 silently wrong.  Unknown element symbols in ``centers``/``neighbors`` raise ``ValueError``.

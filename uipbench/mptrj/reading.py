@@ -69,6 +69,8 @@ def iter_extxyz_raw_frames(path: str | os.PathLike, *, stats: SplitStats | None 
             index += 1
             stats.bytes_read = offset
             stats.frames_emitted = index
+    if index == 0:
+        raise MPtrjFormatError(f"{path_s}: no extxyz frame in the file (only blank lines)")
 
 
 # --------------------------------------------------------------------------- MPtrj JSON frames

@@ -1,17 +1,21 @@
-"""Opening an input file: plain or gzip-compressed, and its format."""
+"""Opening an input file: plain or gzip-compressed, its format, and clear errors for broken files."""
 from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+from .records import MPtrjFormatError
+
 GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
 def check_input_file(path: str | os.PathLike) -> Path:
-    """``path`` as a Path if it is a regular file; else a clear error saying what it is."""
+    """``path`` as a Path if it is a readable, non-empty regular file; else a clear error saying what it is."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
@@ -19,6 +23,8 @@ def check_input_file(path: str | os.PathLike) -> Path:
         raise ValueError(f"{path}: is a directory, expected a file")
     if not path.is_file():
         raise ValueError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise MPtrjFormatError(f"{path}: empty file (0 bytes), expected MPtrj JSON or extxyz")
     return path
 
 
@@ -30,10 +36,37 @@ def is_gzip(path: str | os.PathLike) -> bool:
 
 @contextmanager
 def open_binary(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Open ``path`` for reading bytes, decompressing gzip."""
-    opener = gzip.open if is_gzip(path) else open
-    with opener(path, "rb") as fh:
-        yield fh
+    """Open ``path`` for reading bytes, decompressing gzip; a broken gzip stream raises MPtrjFormatError.
+
+    A file named ``.gz`` that is not gzip-compressed, a compressed stream cut short and corrupt
+    compressed data all end in an error naming the file and what is wrong with it.
+    """
+    path = check_input_file(path)
+    with open(path, "rb") as probe:
+        head = probe.read(16)
+    if not head.startswith(GZIP_MAGIC):
+        if path.name.lower().endswith(".gz"):
+            raise MPtrjFormatError(f"{path}: named .gz but not gzip-compressed (it starts with {head!r}); "
+                                   f"decompress it properly or give the uncompressed file")
+        with open(path, "rb") as fh:
+            yield fh
+        return
+    with gzip.open(path, "rb") as fh:
+        try:
+            yield fh
+        except _GZIP_ERRORS as exc:
+            raise MPtrjFormatError(_gzip_failure(path, fh, exc)) from None
+
+
+def _gzip_failure(path: Path, fh: gzip.GzipFile, exc: Exception) -> str:
+    try:
+        where = f"after {fh.tell()} uncompressed bytes"
+    except (OSError, ValueError, EOFError):
+        where = "while reading"
+    if isinstance(exc, EOFError):
+        return (f"{path}: truncated gzip file: the compressed stream ends {where}, before its end marker "
+                f"(an interrupted download or copy?)")
+    return f"{path}: corrupt gzip data {where}: {exc}"
 
 
 def detect_format(path: str | os.PathLike, fmt: str = "auto") -> str:
