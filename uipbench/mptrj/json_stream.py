@@ -170,7 +170,7 @@ class JsonFrameSplitter:
 
     Levels: ``start`` (before the top-level ``{``), ``top`` (between materials), ``material``
     (between the frames of one material), ``frame`` (inside a frame) and ``end`` (after the top-level
-    ``}``).  :meth:`feed` returns the frames (and scalar-frame skips) completed by a block;
+    ``}``).  :meth:`feed` yields the frames (and scalar-frame skips) completed by a block;
     :meth:`finish` checks that the document was closed.  The buffer holds at most the unparsed gap and
     the one unfinished frame.
     """
@@ -190,7 +190,6 @@ class JsonFrameSplitter:
         self.n_in_top = 0
         self.n_in_material = 0
         self.index = 0
-        self.out: list[RawFrame | Skip] = []
 
     def where(self) -> str:
         """Where the parser is, for error messages."""
@@ -208,21 +207,21 @@ class JsonFrameSplitter:
             return block[len(_BOM):]
         return block
 
-    def feed(self, block: bytes) -> list[RawFrame | Skip]:
-        """Take the next block of the file; return what it completed, in file order."""
+    def feed(self, block: bytes) -> Iterator[RawFrame | Skip]:
+        """Take the next block of the file; yield what it completed, in file order."""
         base = self.buf_start + len(self.buf)
         positions, depths = scan_block(block, self.scan, base, self.path)
         self.buf += block
         self.stats.bytes_read = base + len(block)
         for pos, depth in zip(positions.tolist(), depths.tolist()):
             if self.level == "frame":  # the only bracket event inside a frame is its own closing bracket
-                self._close_frame(pos)
+                yield self._close_frame(pos)
                 continue
             char = self.buf[pos - self.buf_start]
             opening = char == _OPEN_BRACE or char == _OPEN_BRACKET
             gap = bytes(self.buf[self.cursor - self.buf_start:pos - self.buf_start])
             if self.level == "material":
-                self._in_material(gap, pos, opening)
+                yield from self._in_material(gap, pos, opening)
             elif self.level == "top":
                 self._in_top(gap, pos, opening, char, depth)
             elif self.level == "start":
@@ -230,16 +229,15 @@ class JsonFrameSplitter:
             else:
                 raise MPtrjFormatError(f"{self.path}: trailing data after the JSON object at byte {pos}")
         self._trim()
-        out, self.out = self.out, []
-        return out
 
-    def _close_frame(self, pos: int) -> None:
+    def _close_frame(self, pos: int) -> RawFrame:
         data = bytes(self.buf[self.frame_start - self.buf_start:pos + 1 - self.buf_start])
-        self._emit(RawFrame("json", self.index, self.frame_start, data, self.material, self.frame_key))
+        frame = RawFrame("json", self.index, self.frame_start, data, self.material, self.frame_key)
+        self._count_frame()
         self.level, self.cursor = "material", pos + 1
+        return frame
 
-    def _emit(self, item: RawFrame | Skip) -> None:
-        self.out.append(item)
+    def _count_frame(self) -> None:
         self.stats.frames_emitted += 1
         self.index += 1
         self.n_in_material += 1
@@ -267,21 +265,25 @@ class JsonFrameSplitter:
         self.stats.materials_read += 1
         self.level, self.cursor = "material", pos + 1
 
-    def _in_material(self, gap: bytes, pos: int, opening: bool) -> None:
+    def _in_material(self, gap: bytes, pos: int, opening: bool) -> list[Skip]:
+        """Frames with a scalar value before this bracket become skips; then a frame opens or the material closes."""
         key, members = self.gaps.parse(gap, self.cursor, self.n_in_material)
+        skips = []
         for name, value in members:
-            self._emit(Skip(self.index, self.material or "", name,
-                            f"frame is not a JSON object (got {type(value).__name__})", self.cursor))
+            skips.append(Skip(self.index, self.material or "", name,
+                              f"frame is not a JSON object (got {type(value).__name__})", self.cursor))
+            self._count_frame()
         if opening:
             if key is None:
                 raise MPtrjFormatError(f"{self.path}: malformed JSON at byte {pos}: a frame needs a key "
                                        f"({self.where()})")
             self.frame_key, self.frame_start, self.level = key, pos, "frame"
-            return
+            return skips
         if key is not None:
             raise MPtrjFormatError(f"{self.path}: malformed JSON at byte {pos}: key {key!r} has no value "
                                    f"({self.where()})")
         self.level, self.cursor, self.material = "top", pos + 1, None
+        return skips
 
     def _trim(self) -> None:
         """Drop what is no longer needed; keep an unfinished frame and the unparsed gap."""
