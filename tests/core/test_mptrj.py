@@ -489,3 +489,13 @@ def test_cli(json_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     bad = parser.parse_args(["mptrj-envs", str(json_file), "--center", "Qq", "--no-progress"])
     with pytest.raises(ValueError, match="unknown element symbol 'Qq'"):
         bad.func(bad)
+
+
+def test_importing_the_counter_loads_no_pandas_matplotlib_or_tqdm() -> None:
+    """``uipbench mptrj-envs --help`` and the CLI parser import uipbench.mptrj; it must stay light."""
+    import subprocess
+
+    code = ("import sys, uipbench.mptrj; "
+            "print(sorted(m for m in ('pandas', 'matplotlib', 'tqdm', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
