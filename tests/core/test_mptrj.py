@@ -495,7 +495,9 @@ def test_importing_the_counter_loads_no_pandas_matplotlib_or_tqdm() -> None:
     """``uipbench mptrj-envs --help`` and the CLI parser import uipbench.mptrj; it must stay light."""
     import subprocess
 
+    from uipbench.paths import repo_root
+
     code = ("import sys, uipbench.mptrj; "
             "print(sorted(m for m in ('pandas', 'matplotlib', 'tqdm', 'torch') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo_root())
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
