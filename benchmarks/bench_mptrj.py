@@ -121,6 +121,22 @@ def _run_child(path: Path, workers: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _markdown(rows: list[dict]) -> str:
+    """The rows as a Markdown table."""
+    header = ("| frames | file (MiB) | workers | wall (s) | frames/s | CPU main + workers (s) | CPU µs/frame | "
+              "split alone (frames/CPU s) | load avg | peak RSS main (MiB) | peak RSS largest worker (MiB) | "
+              "RSS before counting (MiB) |")
+    lines = [header, "|" + "---|" * 12]
+    for r in rows:
+        worker = f"{r['maxrss_largest_worker_mib']:.0f}" if r["workers"] > 1 else "–"
+        lines.append(f"| {r['frames']:,} | {r['file_mib']:.0f} | {r['workers']} | {r['wall_s']:.1f} | "
+                     f"{r['frames_per_s']:,.0f} | {r['cpu_main_s']:.1f} + {r['cpu_workers_s']:.1f} | "
+                     f"{r['cpu_us_per_frame']:.0f} | {r['split_frames_per_cpu_s']:,.0f} | "
+                     f"{r['loadavg_1min_before']:.1f} | {r['maxrss_main_mib']:.0f} | "
+                     f"{worker} | {r['maxrss_before_count_mib']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, nargs="+", default=[50_000, 200_000])
@@ -155,18 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             path.unlink()
 
-    header = ("| frames | file (MiB) | workers | wall (s) | frames/s | CPU main + workers (s) | CPU µs/frame | "
-              "split alone (frames/CPU s) | load avg | peak RSS main (MiB) | peak RSS largest worker (MiB) | "
-              "RSS before counting (MiB) |")
-    lines = [header, "|" + "---|" * 12]
-    for r in rows:
-        worker = f"{r['maxrss_largest_worker_mib']:.0f}" if r["workers"] > 1 else "–"
-        lines.append(f"| {r['frames']:,} | {r['file_mib']:.0f} | {r['workers']} | {r['wall_s']:.1f} | "
-                     f"{r['frames_per_s']:,.0f} | {r['cpu_main_s']:.1f} + {r['cpu_workers_s']:.1f} | "
-                     f"{r['cpu_us_per_frame']:.0f} | {r['split_frames_per_cpu_s']:,.0f} | "
-                     f"{r['loadavg_1min_before']:.1f} | {r['maxrss_main_mib']:.0f} | "
-                     f"{worker} | {r['maxrss_before_count_mib']:.0f} |")
-    table = "\n".join(lines)
+    table = _markdown(rows)
     report = {
         "benchmark": "mptrj-envs streaming counter", "spec": {"centers": ["S"], "neighbors": ["Cu", "Ag", "Au", "S"],
                                                               "cutoff": 3.0},
