@@ -11,7 +11,8 @@ S, Cu, Ag, Au, O, Fe, Li, Zn; about 40 % of them contain S) serialised once in t
 (pymatgen ``Structure.as_dict()`` plus energies, forces, stress, magmoms), then written repeatedly
 under new material/frame ids, 10 frames per material.  Each counting run is a fresh process, so its
 ``ru_maxrss`` is the peak resident memory of that run alone (workers: ``RUSAGE_CHILDREN``, the largest
-worker).  Throughput is frames read per wall-clock second of ``count_environments``.
+worker).  Throughput is frames read per wall-clock second of ``count_environments``; the JSON
+splitter alone (the main process's share of the work) is timed again afterwards, in CPU seconds.
 """
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def write_synthetic_mptrj(path: Path, n_frames: int, seed: int = 0, n_templates:
 
 def _child(path: str, workers: int) -> None:
     """Count one file in this (fresh) process and print a JSON record on stdout."""
-    from uipbench.mptrj import CountSpec, count_environments
+    from uipbench.mptrj import CountSpec, count_environments, iter_json_raw_frames
 
     before = resource.getrusage(resource.RUSAGE_SELF)
     load_before = os.getloadavg()[0]
@@ -96,15 +97,19 @@ def _child(path: str, workers: int) -> None:
     cpu_main = me.ru_utime + me.ru_stime - before.ru_utime - before.ru_stime
     cpu_workers = kids.ru_utime + kids.ru_stime
     n = result.metadata.frames_read
+    split_started = time.process_time()
+    n_split = sum(1 for _ in iter_json_raw_frames(path))
+    split_cpu = time.process_time() - split_started
     record = {
         "frames": n, "skipped": result.metadata.frames_skipped,
         "wall_s": wall, "frames_per_s": n / wall,
         "cpu_main_s": cpu_main, "cpu_workers_s": cpu_workers,
         "cpu_us_per_frame": (cpu_main + cpu_workers) / n * 1e6,
+        "split_frames_per_cpu_s": n_split / split_cpu,
         "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0],
         "maxrss_before_count_mib": before.ru_maxrss / 1024,
-        "maxrss_main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "maxrss_largest_worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "maxrss_main_mib": me.ru_maxrss / 1024,              # taken before the splitter-only pass
+        "maxrss_largest_worker_mib": kids.ru_maxrss / 1024,
         "table": result.table.to_dict(orient="records"),
     }
     print(json.dumps(record))
@@ -114,6 +119,22 @@ def _run_child(path: Path, workers: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--_child", str(path), str(workers)], check=True,
                          capture_output=True, text=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _markdown(rows: list[dict]) -> str:
+    """The rows as a Markdown table."""
+    header = ("| frames | file (MiB) | workers | wall (s) | frames/s | CPU main + workers (s) | CPU µs/frame | "
+              "split alone (frames/CPU s) | load avg | peak RSS main (MiB) | peak RSS largest worker (MiB) | "
+              "RSS before counting (MiB) |")
+    lines = [header, "|" + "---|" * 12]
+    for r in rows:
+        worker = f"{r['maxrss_largest_worker_mib']:.0f}" if r["workers"] > 1 else "–"
+        lines.append(f"| {r['frames']:,} | {r['file_mib']:.0f} | {r['workers']} | {r['wall_s']:.1f} | "
+                     f"{r['frames_per_s']:,.0f} | {r['cpu_main_s']:.1f} + {r['cpu_workers_s']:.1f} | "
+                     f"{r['cpu_us_per_frame']:.0f} | {r['split_frames_per_cpu_s']:,.0f} | "
+                     f"{r['loadavg_1min_before']:.1f} | {r['maxrss_main_mib']:.0f} | "
+                     f"{worker} | {r['maxrss_before_count_mib']:.0f} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,16 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             path.unlink()
 
-    header = ("| frames | file (MiB) | workers | wall (s) | frames/s | CPU main + workers (s) | CPU µs/frame | "
-              "load avg | peak RSS main (MiB) | peak RSS largest worker (MiB) | RSS before counting (MiB) |")
-    lines = [header, "|" + "---|" * 11]
-    for r in rows:
-        worker = f"{r['maxrss_largest_worker_mib']:.0f}" if r["workers"] > 1 else "–"
-        lines.append(f"| {r['frames']:,} | {r['file_mib']:.0f} | {r['workers']} | {r['wall_s']:.1f} | "
-                     f"{r['frames_per_s']:,.0f} | {r['cpu_main_s']:.1f} + {r['cpu_workers_s']:.1f} | "
-                     f"{r['cpu_us_per_frame']:.0f} | {r['loadavg_1min_before']:.1f} | {r['maxrss_main_mib']:.0f} | "
-                     f"{worker} | {r['maxrss_before_count_mib']:.0f} |")
-    table = "\n".join(lines)
+    table = _markdown(rows)
     report = {
         "benchmark": "mptrj-envs streaming counter", "spec": {"centers": ["S"], "neighbors": ["Cu", "Ag", "Au", "S"],
                                                               "cutoff": 3.0},

@@ -123,3 +123,69 @@ def test_unsaveable_random_state_is_refused(data, tmp_path):
     with pytest.raises(TypeError, match="without pickling"):
         save(model, tmp_path / "m", "toy", SHA)
     assert not (tmp_path / "m.json").exists()
+
+
+def _edit_json(json_path, edit) -> None:
+    meta = json.loads(json_path.read_text())
+    edit(meta)
+    json_path.write_text(json.dumps(meta, indent=2))
+
+
+@pytest.mark.parametrize("field, edit", [
+    ("params.aggregation", lambda m: m["params"].update(aggregation="atomic")),
+    ("params.reduce", lambda m: m["params"].update(reduce="mean")),
+    ("an attribute", lambda m: m["attributes"].update({next(iter(m["attributes"])): 1.0})),
+    ("backbone", lambda m: m.update(backbone="sevennet-0")),
+    ("weights_sha256", lambda m: m.update(weights_sha256="f" * 64)),
+    ("an added field", lambda m: m.update(note="hello")),
+], ids=["aggregation", "reduce", "attribute", "backbone", "weights", "added-field"])
+def test_edited_json_is_refused_with_the_file_named(saved, field, edit):
+    json_path, npz_path = saved
+    npz_before = npz_path.read_bytes()
+    _edit_json(json_path, edit)
+    assert npz_path.read_bytes() == npz_before                    # the npz is untouched: its own hash still holds
+    with pytest.raises(DeltaFileError) as info:
+        load(json_path)
+    msg = str(info.value)
+    assert msg.startswith(f"{json_path}: the Δ-model's JSON was changed after it was saved"), msg
+    assert npz_path.name in msg and "refit" in msg
+
+
+def test_edited_json_is_refused_before_it_is_used(saved):
+    """A JSON edited to claim another backbone is refused as edited, not reported as a backbone mismatch."""
+    json_path, _ = saved
+    _edit_json(json_path, lambda m: m.update(backbone="sevennet-0"))
+    with pytest.raises(DeltaFileError, match="JSON was changed after it was saved"):
+        load(json_path, expect_backbone="sevennet-0")
+
+
+def test_reformatted_json_still_loads_and_predicts_identically(data, tmp_path):
+    train, test = data
+    model = DeltaGPR("species", random_state=0).fit(train.X, train.y)
+    json_path = save(model, tmp_path / "m", "toy", SHA)
+    meta = json.loads(json_path.read_text())
+    json_path.write_text(json.dumps(dict(reversed(list(meta.items())))))  # other key order, no indentation
+    loaded = load(json_path)
+    np.testing.assert_array_equal(model.predict(test.X), loaded.predict(test.X))
+
+
+def test_npz_without_the_json_hash_is_refused(saved):
+    """A pair whose npz does not pin the JSON (e.g. written by hand, npz_sha256 updated to match) is refused."""
+    import io as _io
+
+    json_path, npz_path = saved
+    with np.load(npz_path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "__json_sha256__"}
+    buffer = _io.BytesIO()
+    np.savez(buffer, **arrays)
+    npz_path.write_bytes(buffer.getvalue())
+    _edit_json(json_path, lambda m: m.update(npz_sha256=hashlib.sha256(buffer.getvalue()).hexdigest()))
+    with pytest.raises(DeltaFileError, match="no hash of the Δ-model's JSON"):
+        load(json_path)
+
+
+def test_a_version_1_file_asks_for_a_refit(saved):
+    json_path, _ = saved
+    _edit_json(json_path, lambda m: m.update(format_version=1))
+    with pytest.raises(DeltaFileError, match="format version 1, this uipbench reads version 2 .*refit"):
+        load(json_path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -330,6 +332,59 @@ def test_unknown_elements(tmp_path: Path) -> None:
     assert result.metadata.frames_skipped == 1 and result.metadata.frames_counted == 2
 
 
+def _bad_inputs(json_file: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Broken files a user may hand to mptrj-envs, each with the message it must end in."""
+    packed = gzip.compress(json_file.read_bytes())
+    cases = {
+        "not gzip": ("plain.json.gz", json_file.read_bytes(), r"named \.gz but not gzip-compressed"),
+        "gzip cut in the middle": ("cut.json.gz", packed[:len(packed) // 2],
+                                   r"truncated gzip file: the compressed stream ends after \d+ uncompressed bytes"),
+        "gzip with a bad checksum": ("crc.json.gz", packed[:-8] + bytes(b ^ 0xFF for b in packed[-8:-4]) + packed[-4:],
+                                     "corrupt gzip data"),
+        "empty .gz": ("empty.json.gz", b"", r"empty file \(0 bytes\)"),
+        "empty extxyz": ("empty.extxyz", b"", r"empty file \(0 bytes\)"),
+        "blank extxyz": ("blank.extxyz", b"\n \n", "no extxyz frame"),
+    }
+    out = {}
+    for case, (name, data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        out[case] = (tmp_path / name, message)
+    return out
+
+
+@pytest.mark.parametrize("case", ["not gzip", "gzip cut in the middle", "gzip with a bad checksum", "empty .gz",
+                                  "empty extxyz", "blank extxyz"])
+def test_broken_or_empty_files_name_the_file_and_the_fault(json_file: Path, tmp_path: Path, case: str) -> None:
+    path, message = _bad_inputs(json_file, tmp_path)[case]
+    for workers in (1, 2):
+        with pytest.raises(MPtrjFormatError, match=rf"^{re.escape(str(path))}: {message}"):
+            count_environments(path, SPEC, workers=workers)
+
+
+def test_gzip_cut_at_any_point_is_refused(json_file: Path, tmp_path: Path) -> None:
+    packed = gzip.compress(json_file.read_bytes())
+    path = tmp_path / "MPtrj.json.gz"
+    for cut in range(10, len(packed) - 1, max(1, len(packed) // 17)):
+        path.write_bytes(packed[:cut])
+        with pytest.raises(MPtrjFormatError, match=rf"^{re.escape(str(path))}: (truncated gzip file|corrupt gzip data)"):
+            count_environments(path, SPEC, block_size=64)
+
+
+def test_cli_broken_gzip_is_one_line_and_exit_2(json_file: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    from uipbench import mptrj_cli
+
+    for case in ("not gzip", "gzip cut in the middle", "empty .gz"):
+        path, message = _bad_inputs(json_file, tmp_path)[case]
+        code = mptrj_cli.main(["mptrj-envs", str(path), "--workers", "1", "--no-progress",
+                               "--output", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2, case
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert re.match(rf"uipbench: error: {re.escape(str(path))}: {message}", err), err
+    assert not (tmp_path / "out").exists()                         # nothing written for a refused file
+
+
 def test_truncated_extxyz(tmp_path: Path) -> None:
     xyz = write_extxyz(tmp_path / "t.extxyz", _materials())
     lines = xyz.read_text().splitlines(keepends=True)
@@ -365,6 +420,7 @@ def test_outputs_and_figure(json_file: Path, tmp_path: Path) -> None:
     assert meta["frames_read"] == N_FRAMES and meta["input_bytes"] == json_file.stat().st_size
     assert meta["skipped_by_reason"] == {} and meta["counter_version"] == mptrj.COUNTER_VERSION
     assert written["figure_S_png"].stat().st_size > 0 and written["figure_S_svg"].stat().st_size > 0
+    assert "matplotlib.pyplot" not in sys.modules or not sys.modules["matplotlib.pyplot"].get_fignums()
 
 
 def _sweep() -> pd.DataFrame:
@@ -385,20 +441,30 @@ def _sweep() -> pd.DataFrame:
 
 
 def test_relate_to_errors(json_file: Path, tmp_path: Path) -> None:
+    from uipbench.report import mptrj_relation
+    from uipbench.report.mptrj_relation import plot_relation, relate_to_errors
+
     table = count_environments(json_file, SPEC).table
-    rel = mptrj.relate_to_errors(table, _sweep())
+    rel = relate_to_errors(table, _sweep())
+    assert list(rel.columns) == mptrj_relation.RELATION_COLUMNS
     assert len(rel) == 6 and set(rel["system"]) == {"cu-s", "ag-s", "au-s"}
     row = rel[(rel["backbone"] == "chgnet-0.3.0") & (rel["system"] == "ag-s")].iloc[0]
     assert row["metal"] == "Ag" and row["env_count"] == 2 and row["error_mean"] == 60.0
     assert row["n_values"] == 4 and row["error_std"] == 0.0
-    by_materials = mptrj.relate_to_errors(table, _sweep(), category="metal_only", unit="materials")
+    by_materials = relate_to_errors(table, _sweep(), category="metal_only", unit="materials")
     assert dict(zip(by_materials["metal"], by_materials["env_count"])) == {"Ag": 1, "Au": 0, "Cu": 3}
-    png, svg = mptrj.plot_relation(rel, tmp_path / "relation")
+    png, svg = plot_relation(rel, tmp_path / "relation")
     assert png.stat().st_size > 0 and svg.stat().st_size > 0
     with pytest.raises(ValueError, match="no sweep results with metric"):
-        mptrj.relate_to_errors(table, _sweep(), metric="nope")
+        relate_to_errors(table, _sweep(), metric="nope")
     with pytest.raises(ValueError, match="lacks column"):
-        mptrj.relate_to_errors(table, _sweep().drop(columns=["value"]))
+        relate_to_errors(table, _sweep().drop(columns=["value"]))
+    with pytest.raises(ValueError, match="relation table is empty"):
+        plot_relation(rel.iloc[:0], tmp_path / "empty")
+    # the old names still work from uipbench.mptrj
+    assert mptrj.relate_to_errors is relate_to_errors and mptrj.plot_relation is plot_relation
+    with pytest.raises(AttributeError, match="no attribute 'count_frames'"):
+        mptrj.count_frames
 
 
 def test_cli(json_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -423,3 +489,15 @@ def test_cli(json_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     bad = parser.parse_args(["mptrj-envs", str(json_file), "--center", "Qq", "--no-progress"])
     with pytest.raises(ValueError, match="unknown element symbol 'Qq'"):
         bad.func(bad)
+
+
+def test_importing_the_counter_loads_no_pandas_matplotlib_or_tqdm() -> None:
+    """``uipbench mptrj-envs --help`` and the CLI parser import uipbench.mptrj; it must stay light."""
+    import subprocess
+
+    from uipbench.paths import repo_root
+
+    code = ("import sys, uipbench.mptrj; "
+            "print(sorted(m for m in ('pandas', 'matplotlib', 'tqdm', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo_root())
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -1,6 +1,6 @@
 """From per-atom embeddings of structures to the points a kernel compares.
 
-Three aggregations (the words of the field, see DESIGN.md):
+Three aggregations (the words of the field):
 
 * ``global``  – one point per structure: the sum (or mean) of its atomic embeddings;
 * ``species`` – one point per structure: per-species sums (or means) concatenated

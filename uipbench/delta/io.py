@@ -4,7 +4,12 @@
 ``models/cu-s-chgnet.json`` (each atomically: temporary file, fsync, rename).  The
 JSON records the format version, the estimator's parameters, scalar fitted
 attributes, the backbone card name and weights sha256 the model was fitted for,
-and the sha256 of the ``.npz`` bytes, so a torn pair or a corrupt file is detected.
+and the sha256 of the ``.npz`` bytes.  The ``.npz`` in turn holds the sha256 of the
+JSON's canonical form (sorted keys, no whitespace, every field but ``npz_sha256``),
+so the two files pin each other: a torn pair, a corrupt file, or an edit of either
+(a parameter, an attribute, the backbone) is refused on load with an error naming
+the file.  Re-indenting the JSON changes nothing.  The hashes detect edits and
+accidents, not a forger who rewrites both files: they are not a signature.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from .._atomic import write_atomic, write_json_atomic
 from .gpr import DeltaGPR
 
 FORMAT = "uipbench-delta"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2         # 2: the npz pins the JSON's canonical sha256 (1 had the npz's hash only)
+JSON_HASH_KEY = "__json_sha256__"   # the npz entry holding the JSON's canonical sha256
 
 
 class DeltaFileError(ValueError):
@@ -92,9 +98,6 @@ def save(delta: DeltaGPR, path: str | Path, backbone_card_name: str, weights_sha
     json_path, npz_path = model_paths(path)
     params = {k: _scalar(k, v) for k, v in delta.get_params(deep=False).items()}
     arrays, scalars = _split_state(delta)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    data = buffer.getvalue()
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -105,11 +108,22 @@ def save(delta: DeltaGPR, path: str | Path, backbone_card_name: str, weights_sha
         "attributes": scalars,
         "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in arrays.items()},
         "npz_file": npz_path.name,
-        "npz_sha256": hashlib.sha256(data).hexdigest(),
     }
+    meta = json.loads(json.dumps(meta))  # the hash is of what load will read back
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, **{JSON_HASH_KEY: np.array(json_sha256(meta))})
+    data = buffer.getvalue()
+    meta["npz_sha256"] = hashlib.sha256(data).hexdigest()
     write_atomic(npz_path, lambda fh: fh.write(data), mode="wb")
     write_json_atomic(json_path, meta)
     return json_path
+
+
+def json_sha256(meta: dict[str, Any]) -> str:
+    """sha256 of a Δ-model JSON's canonical form: sorted keys, no whitespace, without ``npz_sha256``."""
+    content = {k: v for k, v in meta.items() if k != "npz_sha256"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _read_meta(json_path: Path) -> dict[str, Any]:
@@ -122,8 +136,10 @@ def _read_meta(json_path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DeltaFileError(f"{json_path}: not a uipbench Δ-model file")
     if meta.get("format_version") != FORMAT_VERSION:
+        older = (" (saved by an older uipbench, whose JSON no hash covers: refit and save the model again)"
+                 if meta.get("format_version") == 1 else "")
         raise DeltaFileError(f"{json_path}: format version {meta.get('format_version')!r}, this uipbench "
-                             f"reads version {FORMAT_VERSION}")
+                             f"reads version {FORMAT_VERSION}{older}")
     missing = {"estimator", "backbone", "weights_sha256", "params", "attributes", "arrays", "npz_sha256"} - set(meta)
     if missing:
         raise DeltaFileError(f"{json_path}: corrupt Δ-model file (missing {', '.join(sorted(missing))})")
@@ -142,7 +158,7 @@ def _check_expected(meta: dict[str, Any], json_path: Path, expect_backbone: str 
                                     f"{meta['weights_sha256']}, not {expect_sha256}; refit it for these weights")
 
 
-def _read_arrays(npz_path: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+def _read_arrays(npz_path: Path, meta: dict[str, Any], json_path: Path) -> dict[str, np.ndarray]:
     if not npz_path.is_file():
         raise DeltaFileError(f"{npz_path}: array file of the Δ-model is missing")
     data = npz_path.read_bytes()
@@ -154,6 +170,7 @@ def _read_arrays(npz_path: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
             arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DeltaFileError(f"{npz_path}: corrupt Δ-model arrays ({exc})") from exc
+    _check_json_hash(arrays.pop(JSON_HASH_KEY, None), meta, json_path, npz_path)
     if set(arrays) != set(meta["arrays"]):
         raise DeltaFileError(f"{npz_path}: arrays {sorted(arrays)} differ from those recorded {sorted(meta['arrays'])}")
     for name, spec in meta["arrays"].items():
@@ -161,6 +178,19 @@ def _read_arrays(npz_path: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
             raise DeltaFileError(f"{npz_path}: array {name} has shape {arrays[name].shape} and dtype "
                                  f"{arrays[name].dtype}, recorded {tuple(spec['shape'])} {spec['dtype']}")
     return arrays
+
+
+def _check_json_hash(recorded: np.ndarray | None, meta: dict[str, Any], json_path: Path, npz_path: Path) -> None:
+    """Refuse a JSON whose canonical sha256 is not the one its npz recorded when both were saved."""
+    if recorded is None or recorded.shape != () or recorded.dtype.kind != "U":
+        raise DeltaFileError(f"{npz_path}: no hash of the Δ-model's JSON in the array file; the pair is not "
+                             f"one uipbench saved")
+    actual = json_sha256(meta)
+    if str(recorded) != actual:
+        raise DeltaFileError(f"{json_path}: the Δ-model's JSON was changed after it was saved (its sha256 "
+                             f"{actual[:12]}… differs from {str(recorded)[:12]}… recorded in "
+                             f"{npz_path.name}); its parameters cannot be trusted: refit and save it again "
+                             f"instead of editing the file")
 
 
 def _params(meta_params: dict[str, Any], json_path: Path) -> dict[str, Any]:
@@ -182,8 +212,8 @@ def load(path: str | Path, expect_backbone: str | None = None, expect_sha256: st
     """
     json_path, npz_path = model_paths(path)
     meta = _read_meta(json_path)
+    arrays = _read_arrays(npz_path, meta, json_path)
     _check_expected(meta, json_path, expect_backbone, expect_sha256)
-    arrays = _read_arrays(npz_path, meta)
     delta = DeltaGPR(**_params(meta["params"], json_path))
     for name, value in {**meta["attributes"], **arrays}.items():
         if not name.endswith("_") or name.startswith("_"):

@@ -157,12 +157,6 @@ def lower_inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
     return inv
 
 
-def inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
-    """Symmetric inverse of ``L Lᵀ`` from its lower Cholesky factor (LAPACK potri)."""
-    inv = np.tril(lower_inverse_from_cholesky(L))
-    return inv + np.tril(inv, -1).T
-
-
 def solve_lower(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     return scipy.linalg.solve_triangular(L, B, lower=True, check_finite=False)
 
