@@ -372,11 +372,11 @@ def test_gzip_cut_at_any_point_is_refused(json_file: Path, tmp_path: Path) -> No
 
 def test_cli_broken_gzip_is_one_line_and_exit_2(json_file: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
-    from uipbench import mptrj_cli
+    from uipbench.cli import main
 
     for case in ("not gzip", "gzip cut in the middle", "empty .gz"):
         path, message = _bad_inputs(json_file, tmp_path)[case]
-        code = mptrj_cli.main(["mptrj-envs", str(path), "--workers", "1", "--no-progress",
+        code = main(["mptrj-envs", str(path), "--workers", "1", "--no-progress",
                                "--output", str(tmp_path / "out")])
         err = capsys.readouterr().err
         assert code == 2, case
