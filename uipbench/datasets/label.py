@@ -27,6 +27,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from .._atomic import write_json_atomic, write_text_atomic
+from .._interrupt import end_children, run_child
 from ..paths import gpaw_python
 from .generate import BLOCK_SCHEDULE, S_HEIGHT_RANGE, VARIANTS, PlanEntry, plan
 from .io import (CARD_FILE, STRUCTURES_FILE, DatasetError, count_summary, read_structures,
@@ -84,8 +85,8 @@ def run_gpaw(atoms: Atoms, scratch: Path, name: str, protocol: ReferenceProtocol
         except json.JSONDecodeError:
             pass  # a corrupt leftover: recompute
     write_json_atomic(job_path, job)
-    proc = subprocess.run([python, str(RUNNER), str(job_path), str(result_path)],
-                          capture_output=True, text=True, env=_gpaw_env())
+    proc = run_child([python, str(RUNNER), str(job_path), str(result_path)],  # ended on Ctrl-C / SIGTERM
+                     capture_output=True, text=True, env=_gpaw_env())
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-2000:]
         raise LabellingError(f"GPAW failed on {name} (exit {proc.returncode}):\n{tail}")
@@ -226,9 +227,10 @@ def label_entries(entries: Iterable[PlanEntry], directory: Path, system: str, *,
                     report.labelled += 1
                     report.seconds.append(float(atoms.info["label_seconds"]))
                     bar.update(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (uipbench._interrupt): do not wait for GPAW
             for future in futures:
                 future.cancel()
+            end_children(wait_for=futures)
             raise
     bar.close()
     if structures and not report.labelled:
