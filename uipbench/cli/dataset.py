@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--relax-with", default="chgnet-0.3.0",
                    help="backbone that relaxes the 'relaxed' variants ('none' defers them)")
     p.add_argument("--root", type=Path, default=None, help="datasets folder (default: the shipped one)")
-    p.set_defaults(func=build)
+    p.set_defaults(func=build, resume_hint="labelled structures are kept; run it again with --resume to continue")
     p = dsub.add_parser("info", help="summarise and validate a system's dataset")
     p.add_argument("system")
     add_format_argument(p)

@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..harness.defaults import DESCRIPTORS
-from .common import (add_datasets_root_argument, add_grid_arguments, check_output_folder, command_line,
-                     training_sizes)
+from .common import (RESUME_HINT, add_datasets_root_argument, add_grid_arguments, check_output_folder,
+                     command_line, training_sizes)
 
 
 def sweep(args: argparse.Namespace) -> int:
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, default=0.25)
     p.add_argument("--workers", type=int, default=2, help="local processes for the Δ-fits")
     p.add_argument("--out", type=Path, default=Path("reports/sweep"), help="results folder (resumed if present)")
-    p.set_defaults(func=sweep)
+    p.set_defaults(func=sweep, resume_hint=RESUME_HINT)
 
     p = subparsers.add_parser("report", help="Markdown + HTML report with tables and figures of a sweep")
     p.add_argument("run", type=Path, help="results folder of a sweep")
@@ -71,4 +71,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("demo", help="the main job on the shipped data (what `make demo` runs)")
     p.add_argument("--out", default="reports/demo")
-    p.set_defaults(func=demo)
+    p.set_defaults(func=demo, resume_hint=RESUME_HINT)
