@@ -7,7 +7,7 @@ A second run on the same folder gets :class:`OutputLocked` naming the owner.  A 
 process that is gone (killed) on this host is taken over, with a warning, and the temporary files
 of its unfinished atomic writes are removed; a lock of another host is never taken over (its
 process cannot be checked from here).  The thread that holds the lock may enter it again (nested
-commands).
+commands).  A folder the lock had to create is removed on release when the run left it empty.
 """
 from __future__ import annotations
 
@@ -90,6 +90,7 @@ class OutputLock:
         self.path = self.folder / LOCK_FILE
         self.command = command
         self._owned = False
+        self._created = False
 
     def _owner_record(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "pid_start": _start_ticks(os.getpid()), "thread": threading.get_ident(),
@@ -162,6 +163,7 @@ class OutputLock:
             guard.unlink(missing_ok=True)
 
     def acquire(self) -> None:
+        self._created = not self.folder.exists()  # removed again on release if nothing was written
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(100):
             if self._create():
@@ -187,6 +189,11 @@ class OutputLock:
         self._owned = False
         if self._mine(self._read_owner()):
             self.path.unlink(missing_ok=True)
+        if self._created:
+            try:
+                self.folder.rmdir()  # a folder made for a run that wrote nothing (refused input, interrupted)
+            except OSError:
+                pass
 
     def _stale(self, owner: dict[str, Any]) -> bool:
         """A dead owner on this host, or a lock file without an owner record left long ago (by a killed
