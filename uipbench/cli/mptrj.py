@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from .common import check_input_files, check_output_folder, given
+from .common import check_input_files, check_output_folder, command_line, given
 
 DEFAULT_REPORTS = Path("reports") / "mptrj-envs"
 
@@ -55,6 +55,13 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output is not None else _default_output(path)
     check_input_files({"PATH": path, "--sweep-results": args.sweep_results})
     check_output_folder("--output" if args.output is not None else "the output folder", output, inputs=[path])
+    from .._lock import OutputLock
+
+    with OutputLock(output, command=" ".join(command_line())):
+        return _count(args, path, output)
+
+
+def _count(args: argparse.Namespace, path: Path, output: Path) -> int:
     from ..mptrj import CountSpec, count_environments, format_summary, write_outputs
 
     spec = CountSpec(centers=tuple(args.center), neighbors=tuple(args.neighbors), require=tuple(args.require),

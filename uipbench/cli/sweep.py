@@ -44,9 +44,12 @@ def demo(args: argparse.Namespace) -> int:
     from ..report.render import write_report
     from ..report.tables import headline, headline_markdown
 
+    from .._lock import OutputLock
+
     start = time.perf_counter()
-    results = run_sweep(out=out, command=["uipbench", "demo"])
-    path = write_report(out)
+    with OutputLock(out, command="uipbench demo"):  # sweep and report: no other run gets in between
+        results = run_sweep(out=out, command=["uipbench", "demo"])
+        path = write_report(out)
     print(headline_markdown(headline(results)))
     print(f"\nuipbench demo: {time.perf_counter() - start:.0f} s; report: {path} (HTML: {path.with_suffix('.html')})")
     return 0

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .._atomic import write_json_atomic, write_text_atomic
 from .._interrupt import end_children, run_child
+from .._lock import OutputLock
 from ..paths import gpaw_python
 from .generate import BLOCK_SCHEDULE, S_HEIGHT_RANGE, VARIANTS, PlanEntry, plan
 from .io import (CARD_FILE, STRUCTURES_FILE, DatasetError, count_summary, read_structures,
@@ -256,5 +257,7 @@ def build_dataset(system: str, n: int, *, root: Path | None = None, resume: bool
     if not ok:
         raise LabellingError(why)
     workers = workers or os.cpu_count() or 1
-    return label_entries(plan(system, n, seed, protocol), directory, system, workers=workers, protocol=protocol,
-                         relaxer=relaxer, relaxer_name=relaxer_name, seed=seed, progress=progress)
+    with OutputLock(directory, command=f"uipbench dataset build {system} --n {n}"):  # one build per dataset
+        return label_entries(plan(system, n, seed, protocol), directory, system, workers=workers,
+                             protocol=protocol, relaxer=relaxer, relaxer_name=relaxer_name, seed=seed,
+                             progress=progress)

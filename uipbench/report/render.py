@@ -20,9 +20,20 @@ RANKING_METRICS = (RELATIVE_MAE, SPEARMAN, LOWEST_FOUND)
 
 
 def write_report(run: Path, out: Path | None = None) -> Path:
-    """Write report.md, report.html, tables/ and figures/ for the sweep in ``run``; returns report.md."""
+    """Write report.md, report.html, tables/ and figures/ for the sweep in ``run``; returns report.md.
+
+    ``out`` (default ``run``) is locked while the report is written (:mod:`uipbench._lock`): a sweep
+    still running in that folder, or another report being written there, makes it refuse.
+    """
+    from .._lock import OutputLock
+
     results, predictions, metadata = read_results(run)
     out = Path(out) if out else Path(run)
+    with OutputLock(out, command=f"uipbench report {run}"):
+        return _write(out, results, predictions, metadata)
+
+
+def _write(out: Path, results: pd.DataFrame, predictions: pd.DataFrame, metadata: dict) -> Path:
     fig_dir, table_dir = out / "figures", out / "tables"
     table_dir.mkdir(parents=True, exist_ok=True)
 
