@@ -46,12 +46,18 @@ def _print_card(card: dict, ok: bool, problems: list[str]) -> None:
 def info(args: argparse.Namespace) -> int:
     from ..datasets.io import load_card, validate
 
+    from ..datasets.io import CARD_FILE, system_dir
+
     card = load_card(args.system, args.root)
     report = validate(args.system, args.root)
     if args.format == "json":
         print(json.dumps({"card": card, "valid": report.ok, "problems": report.problems}, indent=2))
-    else:
+        return 0 if report.ok else 1
+    try:
         _print_card(card, report.ok, report.problems)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{system_dir(args.system, args.root) / CARD_FILE}: not a dataset card (field {exc} "
+                         f"missing or of the wrong kind); `uipbench dataset build --resume` rewrites it") from None
     return 0 if report.ok else 1
 
 
