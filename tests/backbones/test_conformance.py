@@ -145,7 +145,7 @@ def test_a_precision_the_family_cannot_honour_is_refused_naming_family_and_preci
 
 
 def _no_worker(*_args, **_kwargs):
-    raise AssertionError("a cache hit must not start a worker")
+    raise AssertionError("a cache hit must compute nothing (no worker, no model)")
 
 
 def test_random_weights_have_one_cache_identity_in_process_and_through_the_worker(
@@ -169,11 +169,12 @@ def test_an_embedding_made_through_the_worker_is_a_cache_hit_in_process(family_c
     remote = load_backbone(family_card, in_process=False, random_weights=True)
     through_worker = cached_embed(remote, slab_structures[1:2], cache)
     local = random_backbone(family_card)
+    in_process = local.embed(slab_structures[1:2])[0]
+    assert abs(through_worker[0].energy - in_process.energy) < 1e-6, "the same model on both sides"
     monkeypatch.setattr(local, "embed", _no_worker)
     again = cached_embed(local, slab_structures[1:2], cache)
     assert again[0].energy == through_worker[0].energy
     np.testing.assert_array_equal(again[0].embedding, through_worker[0].embedding)
-    assert abs(through_worker[0].energy - random_backbone(family_card).embed(slab_structures[1:2])[0].energy) < 1e-6
 
 
 class _CreatesAFile:
@@ -210,4 +211,19 @@ def test_missing_weights_through_the_worker_are_one_clear_error(family_card, tmp
         RemoteBackbone(card, download=False).metadata()
     message = str(info.value)
     assert message == f"{family_card}: weights file {tmp_path / 'absent.weights'} not found"
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_weights_absent_through_the_worker_are_one_paragraph(family_card, tmp_path, monkeypatch, capfd):
+    """No file, nothing in the package's cache, no download: one clear error, not a worker traceback."""
+    card = get_card(family_card)
+    if not card.weights.source.startswith("https:"):
+        pytest.skip(f"{family_card}'s weights ship with its package")
+    monkeypatch.delenv(card.weights_env_var, raising=False)
+    for variable in ("XDG_CACHE_HOME", "CACHED_PATH_CACHE_ROOT"):  # mace's cache, cached_path's (orb)
+        monkeypatch.setenv(variable, str(tmp_path))
+    with pytest.raises(WeightsError) as info:
+        RemoteBackbone(card, download=False).metadata()
+    message = str(info.value)
+    assert "\n" not in message and card.weights_env_var in message and card.weights.source in message
     assert "Traceback" not in capfd.readouterr().err

@@ -24,8 +24,7 @@ from ase import Atoms  # noqa: E402
 
 from uipbench.adapters import mace as adapter  # noqa: E402
 from uipbench.adapters.card import get_card  # noqa: E402
-from uipbench.adapters.errors import PrecisionError, UntrustedWeightsError, WeightsError  # noqa: E402
-from uipbench.adapters.registry import load_backbone  # noqa: E402
+from uipbench.adapters.errors import UntrustedWeightsError, WeightsError  # noqa: E402
 from uipbench.adapters.remote import RemoteBackbone  # noqa: E402
 
 from ..structures import cu_s_slab  # noqa: E402
@@ -87,15 +86,6 @@ def test_missing_weights_name_file_and_variable(monkeypatch, tmp_path):
         adapter.load(CARD, tmp_path / "absent.model")
 
 
-def test_precision_float64_through_the_one_load_signature(structures):
-    """Was a TypeError: mace.load took no precision."""
-    backbone = load_backbone(CARD.name, random_weights=True, in_process=True, precision="float64")
-    assert next(backbone.model.parameters()).dtype == torch.float64
-    assert backbone.metadata().weights_sha256 == "random:seed=0"
-    with pytest.raises(PrecisionError, match="mace backbones cannot run in precision 'float32'"):
-        load_backbone(CARD.name, random_weights=True, in_process=True, precision="float32")
-
-
 def test_random_weights_cache_identity_is_the_same_through_the_worker(backbone):
     """Was "random" through the worker and "random:seed=0" in-process: two cache identities."""
     remote = RemoteBackbone(CARD, random_weights=True)
@@ -143,16 +133,6 @@ def test_a_crafted_model_file_is_refused_in_process_and_through_the_worker(tmp_p
     with pytest.raises(Exception):  # the file is what the test says: trusting it runs its code
         adapter.load(CARD, crafted, trust_unpinned_weights=True)
     assert marker.exists()
-
-
-def test_weights_absent_through_the_worker_are_one_paragraph(monkeypatch, tmp_path, capfd):
-    monkeypatch.delenv(CARD.weights_env_var, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    with pytest.raises(WeightsError) as info:
-        RemoteBackbone(CARD, download=False).metadata()
-    message = str(info.value)
-    assert "\n" not in message and CARD.weights_env_var in message and CARD.weights.source in message
-    assert "Traceback" not in capfd.readouterr().err
 
 
 @pytest.mark.real_weights

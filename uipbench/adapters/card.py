@@ -100,41 +100,24 @@ ARCHITECTURES: dict[str, type] = {"mace": MaceArchitecture, "orb": OrbArchitectu
 
 @dataclass(frozen=True)
 class BackboneCard:
+    """One backbone variant.  The ``[package]``, ``[embedding]`` and ``[environment]`` tables are
+    checked against their schemas and kept as flat fields; ``[weights]``, ``[training_data]`` and
+    ``[architecture]`` as typed records."""
+
     name: str
     family: str
     description: str
     cutoff: float
-    package_spec: PackageSpec
+    package: str
+    package_version: str
     weights: WeightsSpec
     training_data: TrainingData
-    embedding: EmbeddingSpec
-    env: EnvironmentSpec
-    architecture: Any  # MaceArchitecture, OrbArchitecture or None
+    embedding_layer: str
+    embedding_width: int
+    environment: str
+    requirements: tuple[str, ...]
+    architecture: Any  # MaceArchitecture, OrbArchitecture, or None for families that take none
     path: Path
-
-    @property
-    def package(self) -> str:
-        return self.package_spec.name
-
-    @property
-    def package_version(self) -> str:
-        return self.package_spec.version
-
-    @property
-    def embedding_layer(self) -> str:
-        return self.embedding.layer
-
-    @property
-    def embedding_width(self) -> int:
-        return self.embedding.width
-
-    @property
-    def environment(self) -> str:
-        return self.env.name
-
-    @property
-    def requirements(self) -> tuple[str, ...]:
-        return self.env.requirements
 
     @property
     def weights_sha256(self) -> str | None:
@@ -169,13 +152,16 @@ class BackboneCard:
         schema = ARCHITECTURES.get(top.family)
         if schema is None and "architecture" in raw:
             raise CardError(f"{path}: family {top.family!r} takes no [architecture] table")
+        package = read_table(PackageSpec, raw.get("package"), path, "package")
+        embedding = read_table(EmbeddingSpec, raw.get("embedding"), path, "embedding")
+        env = read_table(EnvironmentSpec, raw.get("environment"), path, "environment")
         return cls(
             name=top.name, family=top.family, description=top.description, cutoff=top.cutoff,
-            package_spec=read_table(PackageSpec, raw.get("package"), path, "package"),
+            package=package.name, package_version=package.version,
             weights=read_table(WeightsSpec, raw.get("weights"), path, "weights"),
             training_data=read_table(TrainingData, raw.get("training_data"), path, "training_data"),
-            embedding=read_table(EmbeddingSpec, raw.get("embedding"), path, "embedding"),
-            env=read_table(EnvironmentSpec, raw.get("environment"), path, "environment"),
+            embedding_layer=embedding.layer, embedding_width=embedding.width,
+            environment=env.name, requirements=env.requirements,
             architecture=read_table(schema, raw.get("architecture"), path, "architecture") if schema else None,
             path=path,
         )
