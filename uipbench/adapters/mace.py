@@ -29,7 +29,7 @@ from ase import Atoms
 from ..embedding import EmbeddingMetadata, StructureEmbedding
 from ._common import MPTRJ_NUMBERS, check_precision, checked_weights, random_identity, resolve_weights, split_flat
 from .card import BackboneCard, MaceArchitecture
-from .errors import CardError
+from .errors import CardError, WeightsError
 from .interface import Backbone, DifferentiableOutput
 from .torch_tools import default_dtype, frozen_float64
 
@@ -92,14 +92,21 @@ def package_cache_path(card: BackboneCard) -> Path:
     return cache / name
 
 
-def _load_model_file(path: Path) -> "torch.nn.Module":
+def _load_model_file(card: BackboneCard, path: Path, digest: str) -> "torch.nn.Module":
     """Unpickle a ``.model`` file: a whole pickled nn.Module (e3nn code generators included), which
     ``weights_only=True`` cannot load, so this runs only on a file whose sha256 is pinned on the card
-    and verified, or that the user trusts explicitly (see :func:`load`)."""
+    and verified, or that the user trusts explicitly (see :func:`load`).  The bytes unpickled are the
+    bytes whose sha256 is ``digest`` (read once: a file replaced after the check is refused)."""
+    import hashlib
+    import io
+
     import torch
 
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise WeightsError(f"{card.name}: weights file {path} changed after its sha256 was checked; not loaded")
     with _e3nn_jit_disabled():
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
 def build_random_model(card: BackboneCard, seed: int, mace: SimpleNamespace) -> "torch.nn.Module":
@@ -237,4 +244,4 @@ def load(card: BackboneCard, weights: Path | None = None, *, random_weights: boo
                            download)
     digest = checked_weights(card, path, unpickles=True, trust_unpinned=trust_unpinned_weights)
     mace = import_mace()
-    return MaceBackbone(card, _load_model_file(path), digest, mace)
+    return MaceBackbone(card, _load_model_file(card, path, digest), digest, mace)
