@@ -6,6 +6,8 @@ with random weights (the weights-dependent checks are then the same, only the nu
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import warnings
 
 import numpy as np
@@ -13,15 +15,28 @@ import pytest
 from ase import Atoms
 from ase.build import fcc111
 
-from uipbench.adapters.base import BackboneInputError, check_conformance
-from uipbench.adapters.card import WeightsError, all_cards, get_card
-from uipbench.adapters.registry import importable_here, load_backbone, status
+from uipbench.adapters.card import all_cards, get_card
+from uipbench.adapters.conformance import check_conformance
+from uipbench.adapters.errors import BackboneInputError, PrecisionError, WeightsError
+from uipbench.adapters.registry import FAMILIES, importable_here, load_backbone, status
+from uipbench.adapters.remote import RemoteBackbone
+from uipbench.cache import EmbeddingCache, cached_embed
 
 HERE = [name for name, card in sorted(all_cards().items()) if importable_here(card)]
 if not HERE:
     pytest.skip("no backbone package is importable in this environment", allow_module_level=True)
+#: one card of each family importable here (the load path is the family's, not the card's)
+ONE_PER_FAMILY = sorted({all_cards()[name].family: name for name in reversed(HERE)}.values())
 
 _loaded: dict[str, object] = {}
+_random: dict[str, object] = {}
+
+
+def random_backbone(name: str):
+    """The card's architecture with random weights from seed 0, in-process (loaded once per session)."""
+    if name not in _random:
+        _random[name] = load_backbone(name, in_process=True, random_weights=True)
+    return _random[name]
 
 
 def backbone_for(name: str):
@@ -103,3 +118,112 @@ def test_bad_input_is_a_clear_error(backbone, make, message):
         backbone.embed([make()])
     with pytest.raises(BackboneInputError, match=message):
         backbone.forward_differentiable(make())
+
+
+@pytest.fixture(params=ONE_PER_FAMILY)
+def family_card(request):
+    return request.param
+
+
+def test_the_one_load_signature_runs_in_float64(family_card, slab_structures):
+    import torch
+
+    backbone = load_backbone(family_card, in_process=True, random_weights=True, precision="float64")
+    assert next(backbone.model.parameters()).dtype == torch.float64
+    emb = backbone.embed(slab_structures[:1])[0]
+    assert emb.embedding.dtype == np.float64 and np.isfinite(emb.energy)
+
+
+def test_a_precision_the_family_cannot_honour_is_refused_naming_family_and_precision(family_card):
+    card = get_card(family_card)
+    supported = importlib.import_module(FAMILIES[card.family][0]).PRECISIONS
+    for precision in ("float32", "float64", "float16"):
+        if precision not in supported:
+            with pytest.raises(PrecisionError, match=f"{card.family} backbones cannot run in precision '{precision}'"
+                               if precision != "float16" else "unknown precision 'float16'"):
+                load_backbone(family_card, in_process=True, random_weights=True, precision=precision)
+
+
+def _no_worker(*_args, **_kwargs):
+    raise AssertionError("a cache hit must compute nothing (no worker, no model)")
+
+
+def test_random_weights_have_one_cache_identity_in_process_and_through_the_worker(
+        family_card, slab_structures, tmp_path, monkeypatch):
+    local = random_backbone(family_card)
+    remote = load_backbone(family_card, in_process=False, random_weights=True)
+    assert isinstance(remote, RemoteBackbone)
+    width = get_card(family_card).embedding_width
+    assert remote.weights_identity() == local.weights_identity() == (family_card, "random:seed=0", width)
+    cache = EmbeddingCache(tmp_path)
+    first = cached_embed(local, slab_structures[:1], cache)
+    monkeypatch.setattr(remote, "_call", _no_worker)
+    again = cached_embed(remote, slab_structures[:1], cache)
+    assert again[0].energy == first[0].energy and np.array_equal(again[0].embedding, first[0].embedding)
+
+
+@pytest.mark.slow
+def test_an_embedding_made_through_the_worker_is_a_cache_hit_in_process(family_card, slab_structures, tmp_path,
+                                                                        monkeypatch):
+    cache = EmbeddingCache(tmp_path)
+    remote = load_backbone(family_card, in_process=False, random_weights=True)
+    through_worker = cached_embed(remote, slab_structures[1:2], cache)
+    local = random_backbone(family_card)
+    in_process = local.embed(slab_structures[1:2])[0]
+    assert abs(through_worker[0].energy - in_process.energy) < 1e-6, "the same model on both sides"
+    monkeypatch.setattr(local, "embed", _no_worker)
+    again = cached_embed(local, slab_structures[1:2], cache)
+    assert again[0].energy == through_worker[0].energy
+    np.testing.assert_array_equal(again[0].embedding, through_worker[0].embedding)
+
+
+class _CreatesAFile:
+    """Unpickling this creates ``path``: the stand-in for code hidden in a weights file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_crafted_weights_file_runs_no_code(family_card, tmp_path):
+    """Every family, with its card's pin removed: the file is refused (untrusted, or not weights-only),
+    and the code it holds never runs."""
+    import torch
+
+    marker, crafted = tmp_path / "created-by-unpickling", tmp_path / "crafted.weights"
+    torch.save({"model": _CreatesAFile(marker), "config": {}, "model_state_dict": {}}, crafted)
+    card = get_card(family_card)
+    unpinned = dataclasses.replace(card, weights=dataclasses.replace(card.weights, sha256=""))
+    module = importlib.import_module(FAMILIES[card.family][0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(WeightsError, match=str(crafted)):
+            module.load(unpinned, crafted)
+    assert not marker.exists(), "the crafted file ran code"
+
+
+def test_missing_weights_through_the_worker_are_one_clear_error(family_card, tmp_path, monkeypatch, capfd):
+    card = get_card(family_card)
+    monkeypatch.setenv(card.weights_env_var, str(tmp_path / "absent.weights"))
+    with pytest.raises(WeightsError) as info:
+        RemoteBackbone(card, download=False).metadata()
+    message = str(info.value)
+    assert message == f"{family_card}: weights file {tmp_path / 'absent.weights'} not found"
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_weights_absent_through_the_worker_are_one_paragraph(family_card, tmp_path, monkeypatch, capfd):
+    """No file, nothing in the package's cache, no download: one clear error, not a worker traceback."""
+    card = get_card(family_card)
+    if not card.weights.source.startswith("https:"):
+        pytest.skip(f"{family_card}'s weights ship with its package")
+    monkeypatch.delenv(card.weights_env_var, raising=False)
+    for variable in ("XDG_CACHE_HOME", "CACHED_PATH_CACHE_ROOT"):  # mace's cache, cached_path's (orb)
+        monkeypatch.setenv(variable, str(tmp_path))
+    with pytest.raises(WeightsError) as info:
+        RemoteBackbone(card, download=False).metadata()
+    message = str(info.value)
+    assert "\n" not in message and card.weights_env_var in message and card.weights.source in message
+    assert "Traceback" not in capfd.readouterr().err

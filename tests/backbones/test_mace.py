@@ -23,7 +23,9 @@ import torch  # noqa: E402
 from ase import Atoms  # noqa: E402
 
 from uipbench.adapters import mace as adapter  # noqa: E402
-from uipbench.adapters.card import WeightsError, get_card  # noqa: E402
+from uipbench.adapters.card import get_card  # noqa: E402
+from uipbench.adapters.errors import UntrustedWeightsError, WeightsError  # noqa: E402
+from uipbench.adapters.remote import RemoteBackbone  # noqa: E402
 
 from ..structures import cu_s_slab  # noqa: E402
 
@@ -84,27 +86,61 @@ def test_missing_weights_name_file_and_variable(monkeypatch, tmp_path):
         adapter.load(CARD, tmp_path / "absent.model")
 
 
+def test_random_weights_cache_identity_is_the_same_through_the_worker(backbone):
+    """Was "random" through the worker and "random:seed=0" in-process: two cache identities."""
+    remote = RemoteBackbone(CARD, random_weights=True)
+    assert remote.weights_identity() == backbone.weights_identity() == (CARD.name, "random:seed=0", 256)
+    assert RemoteBackbone(CARD, random_weights=True, seed=3).weights_identity()[1] == "random:seed=3"
+
+
 def test_weights_file_is_checked_and_recorded(backbone, structures, monkeypatch, tmp_path):
-    """The file path end to end, with the random model saved the way mace saves models."""
+    """The file path end to end, with the random model saved the way mace saves models (a pickle):
+    refused while unpinned and untrusted, used when trusted or pinned."""
     path = tmp_path / "model.model"
     torch.save(backbone.model, path)
     monkeypatch.setenv(CARD.weights_env_var, str(path))
-    with pytest.warns(UserWarning, match="pins no sha256"):
-        loaded = adapter.load(CARD, download=False)
+    with pytest.raises(UntrustedWeightsError, match=f"refusing to load {path} \\(sha256 [0-9a-f]{{64}}\\).*"
+                                                    "--trust-unpinned-weights"):
+        adapter.load(CARD, download=False)
+    with pytest.warns(UserWarning, match="pins no sha256.*trusted by the user"):
+        loaded = adapter.load(CARD, download=False, trust_unpinned_weights=True)
     digest = loaded.metadata().weights_sha256
     assert len(digest) == 64 and digest != backbone.metadata().weights_sha256
     assert loaded.embed(structures[:1])[0].energy == backbone.embed(structures[:1])[0].energy
-    wrong = dataclasses.replace(CARD, weights={**CARD.weights, "sha256": "0" * 64})
+    pinned = dataclasses.replace(CARD, weights=dataclasses.replace(CARD.weights, sha256=digest))
+    assert adapter.load(pinned, path).metadata().weights_sha256 == digest
+    wrong = dataclasses.replace(CARD, weights=dataclasses.replace(CARD.weights, sha256="0" * 64))
     with pytest.raises(WeightsError, match="sha256"):
-        adapter.load(wrong, path)
+        adapter.load(wrong, path, trust_unpinned_weights=True)
+
+
+class _CreatesAFile:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_crafted_model_file_is_refused_in_process_and_through_the_worker(tmp_path):
+    marker, crafted = tmp_path / "created-by-unpickling", tmp_path / "crafted.model"
+    torch.save(_CreatesAFile(marker), crafted)
+    with pytest.raises(UntrustedWeightsError, match=str(crafted)):
+        adapter.load(CARD, crafted)
+    with pytest.raises(UntrustedWeightsError, match=str(crafted)):
+        RemoteBackbone(CARD, crafted).metadata()
+    assert not marker.exists()
+    with pytest.raises(Exception):  # the file is what the test says: trusting it runs its code
+        adapter.load(CARD, crafted, trust_unpinned_weights=True)
+    assert marker.exists()
 
 
 @pytest.mark.real_weights
 def test_real_weights(structures):
-    path = adapter.find_weights(CARD)
-    if path is None or not path.is_file():
-        pytest.skip(adapter.missing_weights_message(CARD))
-    backbone = adapter.load(CARD, download=False)
+    try:
+        backbone = adapter.load(CARD, download=False, trust_unpinned_weights=True)
+    except WeightsError as exc:
+        pytest.skip(str(exc))
     batch = backbone.embed(structures[:1])
     assert len(batch.metadata.weights_sha256) == 64
     assert batch[0].embedding.shape == (len(structures[0]), 256)

@@ -16,7 +16,9 @@ import torch  # noqa: E402
 from ase import Atoms  # noqa: E402
 
 from uipbench.adapters import orb as adapter  # noqa: E402
-from uipbench.adapters.card import WeightsError, get_card  # noqa: E402
+from uipbench.adapters.card import get_card  # noqa: E402
+from uipbench.adapters.errors import WeightsError  # noqa: E402
+from uipbench.adapters.remote import RemoteBackbone  # noqa: E402
 
 from ..structures import cu_s_slab  # noqa: E402
 
@@ -97,7 +99,7 @@ def test_status_finds_the_file_where_cached_path_caches_it(monkeypatch, tmp_path
 
     monkeypatch.delenv(CARD.weights_env_var, raising=False)
     monkeypatch.setenv("CACHED_PATH_CACHE_ROOT", str(tmp_path))
-    url = CARD.weights["source"]
+    url = CARD.weights.source
     assert not status(CARD).weights_present
     old = tmp_path / resource_to_filename(url, etag="old")
     old.write_bytes(b"old")
@@ -106,7 +108,7 @@ def test_status_finds_the_file_where_cached_path_caches_it(monkeypatch, tmp_path
     new = tmp_path / resource_to_filename(url, etag="new")
     new.write_bytes(b"new")
     (tmp_path / resource_to_filename("https://example.org/other.ckpt")).write_bytes(b"other")
-    assert cached_path_file(url, CARD.weights["cache_dir"]) == new
+    assert cached_path_file(url, CARD.weights.cache_dir) == new
     assert cached_path.find_latest_cached(url, cache_dir=tmp_path) == new
     assert status(CARD).weights_present and status(CARD).weights == new
 
@@ -120,17 +122,23 @@ def test_weights_file_is_checked_and_recorded(backbone, structures, monkeypatch,
         loaded = adapter.load(CARD, download=False)
     assert len(loaded.metadata().weights_sha256) == 64
     assert loaded.embed(structures[:1])[0].energy == backbone.embed(structures[:1])[0].energy
-    wrong = dataclasses.replace(CARD, weights={**CARD.weights, "sha256": "0" * 64})
+    wrong = dataclasses.replace(CARD, weights=dataclasses.replace(CARD.weights, sha256="0" * 64))
     with pytest.raises(WeightsError, match="sha256"):
         adapter.load(wrong, path)
 
 
+def test_random_weights_cache_identity_is_the_same_through_the_worker(backbone):
+    """Was "random" through the worker and "random:seed=0" in-process: two cache identities."""
+    remote = RemoteBackbone(CARD, random_weights=True)
+    assert remote.weights_identity() == backbone.weights_identity() == (CARD.name, "random:seed=0", 256)
+
+
 @pytest.mark.real_weights
 def test_real_weights(structures):
-    path = adapter.find_weights(CARD)
-    if path is None or not path.is_file():
-        pytest.skip(adapter.missing_weights_message(CARD))
-    backbone = adapter.load(CARD, download=False)
+    try:
+        backbone = adapter.load(CARD, download=False)
+    except WeightsError as exc:
+        pytest.skip(str(exc))
     batch = backbone.embed(structures[:1])
     assert len(batch.metadata.weights_sha256) == 64
     assert batch[0].embedding.shape == (len(structures[0]), 256)

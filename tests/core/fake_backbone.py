@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from uipbench.adapters.base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
+from uipbench.adapters.interface import Backbone, DifferentiableOutput
+from uipbench.embedding import EmbeddingMetadata, StructureEmbedding
 
 
 class FakeCard:

@@ -71,3 +71,43 @@ def test_other_weights_do_not_share_entries(tmp_path, slab_structures):
     b.metadata = lambda: a.metadata().__class__("fake", "none", "0", "0" * 64, "radial sums", 3)
     cached_embed(b, slab_structures, cache)
     assert b.calls == 1
+
+
+def test_entries_in_the_layout_before_the_one_format_still_hit(tmp_path, slab_structures):
+    """Cache files written before embedding.py (0-d energy and hash, no structure_index) are read as they are."""
+    import json
+
+    backbone, cache = FakeBackbone(), EmbeddingCache(tmp_path)
+    atoms = slab_structures[0]
+    entry = backbone.embed([atoms])[0]
+    path = _path(cache, backbone, atoms)
+    path.parent.mkdir(parents=True)
+    np.savez(path, energy=np.float64(entry.energy), embedding=entry.embedding, numbers=entry.numbers,
+             structure_hash=np.array(structure_hash(atoms)),
+             metadata_json=np.array(json.dumps(backbone.metadata().to_dict())))
+    calls = backbone.calls
+    batch = cached_embed(backbone, [atoms], cache)
+    assert backbone.calls == calls, "served from the old file"
+    np.testing.assert_array_equal(batch[0].embedding, entry.embedding)
+
+
+def test_a_cache_that_cannot_be_written_still_returns_the_embeddings_with_one_warning(tmp_path, slab_structures):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the cache directory should be")
+    backbone = FakeBackbone()
+    with pytest.warns(CacheWarning, match=f"embedding cache {blocked} cannot be written") as caught:
+        batch = cached_embed(backbone, slab_structures, EmbeddingCache(blocked))
+    assert len([w for w in caught if issubclass(w.category, CacheWarning)]) == 1
+    fresh = FakeBackbone().embed(slab_structures)
+    assert len(batch) == 3 and all(np.array_equal(a.embedding, b.embedding) for a, b in zip(batch, fresh))
+
+
+def test_cache_files_are_the_one_embedding_format(tmp_path, slab_structures):
+    from uipbench.embedding import read_embeddings
+
+    backbone, cache = FakeBackbone(), EmbeddingCache(tmp_path)
+    cached_embed(backbone, slab_structures[:1], cache, forces=True)
+    batch, hashes = read_embeddings(_path(cache, backbone, slab_structures[0]))
+    assert hashes == [structure_hash(slab_structures[0])] and len(batch) == 1
+    assert batch[0].forces.shape == (len(slab_structures[0]), 3)
+    assert batch.metadata == backbone.metadata()

@@ -13,28 +13,31 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from ase import Atoms
 
-from .base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
-from .card import BackboneCard, WeightsError, verify_weights
+from ..embedding import EmbeddingMetadata, StructureEmbedding
+from ._common import check_precision, checked_weights, from_tensors, package_weights, random_identity, \
+    resolve_weights, weights_only_read
+from .card import BackboneCard
+from .interface import Backbone, DifferentiableOutput
 
+if TYPE_CHECKING:
+    import torch
 
-def _package_weights(card: BackboneCard) -> Path:
-    import chgnet
-
-    relative = card.weights["package_path"].split("/", 1)[1]
-    return Path(chgnet.__file__).parent / relative
+#: precisions the adapter runs in (the first is the default)
+PRECISIONS = ("float32", "float64")
 
 
 class CHGNetBackbone(Backbone):
     def __init__(self, card: BackboneCard, model, weights_sha256: str, precision: str = "float32") -> None:
+        import torch
         from pymatgen.io.ase import AseAtomsAdaptor
 
         self.card = card
-        self.dtype = _dtype(precision)
+        self.dtype = getattr(torch, check_precision(card.family, precision, PRECISIONS))
         self.model = model.to(self.dtype).eval()
         if not getattr(self.model, "mlp_first", True):
             raise RuntimeError(f"{card.name}: expected a CHGNet with mlp_first=True (site-wise energy readout)")
@@ -54,12 +57,15 @@ class CHGNetBackbone(Backbone):
         """chgnet's own ASE calculator on this model (a float32 copy: chgnet's graphs are float32)."""
         import copy
 
+        import torch
         from chgnet.model.dynamics import CHGNetCalculator
 
         model = self.model if self.dtype == torch.float32 else copy.deepcopy(self.model).float()
         return CHGNetCalculator(model=model, use_device="cpu")
 
     def _graphs(self, structures: list[Atoms]):
+        import torch
+
         graphs = [self.model.graph_converter(self._adaptor.get_structure(a)) for a in structures]
         if self.dtype != torch.float32:  # chgnet builds its graphs in float32
             for g in graphs:
@@ -68,12 +74,13 @@ class CHGNetBackbone(Backbone):
                 g.neighbor_image = g.neighbor_image.to(self.dtype)
         return graphs
 
-    def _run(self, graphs) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def _run(self, graphs) -> tuple["torch.Tensor", list["torch.Tensor"], list["torch.Tensor"]]:
         """Total energies, per-structure embeddings and Cartesian positions, all in one graph."""
+        import torch
         from chgnet.model.model import BatchedGraph
 
         model = self.model
-        captured: list[torch.Tensor] = []
+        captured: list["torch.Tensor"] = []
         hook = model.mlp.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
         try:
             comp = 0 if model.composition_model is None else model.composition_model.fc(
@@ -94,15 +101,13 @@ class CHGNetBackbone(Backbone):
         return energy, embeddings, list(batched.atom_positions)
 
     def _embed_batch(self, structures: list[Atoms], forces: bool) -> list[StructureEmbedding]:
+        import torch
+
         graphs = self._graphs(structures)
         with torch.set_grad_enabled(forces):
             energy, embeddings, positions = self._run(graphs)
             grads = torch.autograd.grad(energy.sum(), positions) if forces else [None] * len(structures)
-        return [
-            StructureEmbedding(float(e.detach()), emb.detach().double().numpy().copy(), a.numbers.astype(np.int64).copy(),
-                               None if g is None else -g.detach().double().numpy())
-            for e, emb, a, g in zip(energy, embeddings, structures, grads)
-        ]
+        return from_tensors(structures, energy, embeddings, grads)
 
     def forward_differentiable(self, atoms: Atoms) -> DifferentiableOutput:
         prepared = self.prepare(atoms)
@@ -111,29 +116,32 @@ class CHGNetBackbone(Backbone):
                                     numbers=prepared.numbers.astype(np.int64))
 
 
-def _dtype(precision: str) -> "torch.dtype":
-    if precision not in ("float32", "float64"):
-        raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
-    return getattr(torch, precision)
-
-
-def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False,
-         seed: int = 0, precision: str = "float32") -> CHGNetBackbone:
-    """CHGNet from the wheel's weights (or a local file named by argument / the card's variable)."""
+def _random_model(seed: int):
+    """CHGNet's default architecture with weights drawn from ``seed`` (torch's global RNG untouched)."""
+    import torch
     from chgnet.model import CHGNet
 
-    if random_weights:
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return CHGNetBackbone(card, CHGNet(), "random", precision)
-    path = card.local_weights(weights)
-    if path is None:
-        path = _package_weights(card)
-        if not path.is_file():
-            raise WeightsError(f"{card.name}: weights {path} missing from the chgnet package; "
-                               f"set {card.weights_env_var} to a local copy")
-    digest = verify_weights(card, path)
-    # the narrowest loader: tensors and plain containers only
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    kwargs = dict(card.weights.get("model_kwargs", {}))
-    model = CHGNet.from_dict(state["model"], version=card.weights.get("model_name"), **kwargs)
+        return CHGNet()
+
+
+def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False, seed: int = 0,
+         precision: str | None = None, trust_unpinned_weights: bool = False, download: bool = True) -> CHGNetBackbone:
+    """CHGNet from the wheel's weights, or a local file named by argument / the card's variable (the one
+    load signature, :class:`~uipbench.adapters.interface.Loader`; the weights ship with the package, so
+    ``download`` has nothing to do).  The file is read with ``torch.load(weights_only=True)``: tensors
+    and plain containers only, so an unpinned file needs no trust.  ``random_weights``: CHGNet's
+    default architecture with weights drawn from ``seed``."""
+    precision = check_precision(card.family, precision, PRECISIONS)
+    if random_weights:
+        return CHGNetBackbone(card, _random_model(seed), random_identity(seed), precision)
+    path = resolve_weights(card, weights, package_weights(card), download=download)
+    digest = checked_weights(card, path, unpickles=False, trust_unpinned=trust_unpinned_weights)
+    import torch
+    from chgnet.model import CHGNet
+
+    with weights_only_read(card, path):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    model = CHGNet.from_dict(state["model"], version=card.weights.model_name or None, **card.weights.model_kwargs)
     return CHGNetBackbone(card, model, digest, precision)

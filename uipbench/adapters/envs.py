@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .._atomic import write_json_atomic
 from ..paths import envs_dir, repo_root
-from .card import BackboneCard, CardError, all_cards
+from .card import BackboneCard, all_cards
+from .errors import CardError
 
 TORCH_REQUIREMENT = "torch==2.13.0"
 MARKER = "uipbench-env.json"

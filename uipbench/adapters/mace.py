@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -27,15 +26,18 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 from ase import Atoms
 
-from .base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
-from .card import BackboneCard, CardError, WeightsError, verify_weights
+from ..embedding import EmbeddingMetadata, StructureEmbedding
+from ._common import MPTRJ_NUMBERS, check_precision, checked_weights, random_identity, resolve_weights, split_flat
+from .card import BackboneCard, MaceArchitecture
+from .errors import CardError, WeightsError
+from .interface import Backbone, DifferentiableOutput
 from .torch_tools import default_dtype, frozen_float64
 
 if TYPE_CHECKING:
     import torch
 
-#: elements of MPtrj, the training set of MACE-MP-0 (used when the model carries no table of its own)
-MPTRJ_NUMBERS = frozenset(range(1, 84)) | frozenset(range(89, 95))
+#: precisions the adapter runs in (the first is the default)
+PRECISIONS = ("float64",)
 
 _NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 
@@ -86,49 +88,25 @@ def import_mace() -> SimpleNamespace:
 def package_cache_path(card: BackboneCard) -> Path:
     """Where ``mace_mp`` caches the card's weights file (honours ``XDG_CACHE_HOME``)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mace"
-    name = "".join(c for c in Path(card.weights["source"]).name if c.isalnum() or c == "_")
+    name = "".join(c for c in Path(card.weights.source).name if c.isalnum() or c == "_")
     return cache / name
 
 
-def find_weights(card: BackboneCard, weights: Path | str | None = None) -> Path | None:
-    """The weights file to use without downloading: argument, then env variable, then the package cache."""
-    chosen = card.local_weights(weights)
-    if chosen is not None:
-        return chosen
-    cached = package_cache_path(card)
-    return cached if cached.is_file() else None
+def _load_model_file(card: BackboneCard, path: Path, digest: str) -> "torch.nn.Module":
+    """Unpickle a ``.model`` file: a whole pickled nn.Module (e3nn code generators included), which
+    ``weights_only=True`` cannot load, so this runs only on a file whose sha256 is pinned on the card
+    and verified, or that the user trusts explicitly (see :func:`load`).  The bytes unpickled are the
+    bytes whose sha256 is ``digest`` (read once: a file replaced after the check is refused)."""
+    import hashlib
+    import io
 
-
-def missing_weights_message(card: BackboneCard) -> str:
-    return (f"{card.name}: weights file {card.weights.get('file', card.weights['source'])} not available "
-            f"(no download possible, not in the package cache {package_cache_path(card)}); "
-            f"download {card.weights['source']} and set {card.weights_env_var} to its path")
-
-
-def _download(card: BackboneCard, mace: SimpleNamespace) -> Path:
-    """Fetch the weights with mace's own downloader (into its cache), or raise WeightsError."""
-    try:
-        with contextlib.redirect_stdout(sys.stderr):  # keep stdout clean for worker protocols
-            return Path(mace.download(card.weights["source"]))
-    except Exception as exc:  # urllib raises many kinds
-        raise WeightsError(f"{missing_weights_message(card)} (download failed: {exc})") from exc
-
-
-def _checked_digest(card: BackboneCard, path: Path) -> str:
-    digest = verify_weights(card, path)
-    if not card.weights_sha256:
-        warnings.warn(f"{card.name}: the card pins no sha256; using {path} with sha256 {digest} (unverified)",
-                      stacklevel=3)
-    return digest
-
-
-def _load_model_file(path: Path) -> "torch.nn.Module":
-    """Unpickle a ``.model`` file: a whole pickled nn.Module, which weights_only=True cannot load,
-    so this runs only on a file whose sha256 has been checked (or recorded)."""
     import torch
 
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise WeightsError(f"{card.name}: weights file {path} changed after its sha256 was checked; not loaded")
     with _e3nn_jit_disabled():
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
 def build_random_model(card: BackboneCard, seed: int, mace: SimpleNamespace) -> "torch.nn.Module":
@@ -139,23 +117,20 @@ def build_random_model(card: BackboneCard, seed: int, mace: SimpleNamespace) -> 
     """
     import torch
 
-    arch = card.raw.get("architecture")
-    if not arch:
-        raise CardError(f"{card.path}: random_weights needs an [architecture] table")
+    arch: MaceArchitecture = card.architecture
     numbers = sorted(MPTRJ_NUMBERS)
     interactions = mace.modules.interaction_classes
     with default_dtype(torch.float64), torch.random.fork_rng(devices=[]), _e3nn_jit_disabled():
         torch.manual_seed(seed)
-        model = getattr(mace.modules, arch["model"])(
-            r_max=float(arch["r_max"]), num_bessel=int(arch["num_bessel"]),
-            num_polynomial_cutoff=int(arch["num_polynomial_cutoff"]), max_ell=int(arch["max_ell"]),
-            interaction_cls=interactions[arch["interaction"]],
-            interaction_cls_first=interactions[arch["interaction_first"]],
-            num_interactions=int(arch["num_interactions"]), num_elements=len(numbers),
-            hidden_irreps=mace.o3.Irreps(arch["hidden_irreps"]), MLP_irreps=mace.o3.Irreps(arch["MLP_irreps"]),
+        model = getattr(mace.modules, arch.model)(
+            r_max=arch.r_max, num_bessel=arch.num_bessel, num_polynomial_cutoff=arch.num_polynomial_cutoff,
+            max_ell=arch.max_ell, interaction_cls=interactions[arch.interaction],
+            interaction_cls_first=interactions[arch.interaction_first],
+            num_interactions=arch.num_interactions, num_elements=len(numbers),
+            hidden_irreps=mace.o3.Irreps(arch.hidden_irreps), MLP_irreps=mace.o3.Irreps(arch.MLP_irreps),
             atomic_energies=np.zeros(len(numbers)), avg_num_neighbors=60.0, atomic_numbers=numbers,
-            correlation=int(arch["correlation"]), gate=getattr(torch.nn.functional, arch["gate"]),
-            radial_MLP=list(arch["radial_MLP"]), atomic_inter_scale=1.0, atomic_inter_shift=0.0,
+            correlation=arch.correlation, gate=getattr(torch.nn.functional, arch.gate),
+            radial_MLP=list(arch.radial_MLP), atomic_inter_scale=1.0, atomic_inter_shift=0.0,
             use_reduced_cg=False,
         )
     return model
@@ -229,16 +204,7 @@ class MaceBackbone(Backbone):
         energies = out["energy"].detach().double().numpy()
         features = out["node_feats"].detach()[:, self._columns].double().numpy()
         all_forces = out["forces"].detach().double().numpy() if forces else None
-        ptr = batch.ptr.numpy()
-        return [
-            StructureEmbedding(
-                energy=float(energies[i]),
-                embedding=np.ascontiguousarray(features[ptr[i]:ptr[i + 1]]),
-                numbers=np.asarray(atoms.numbers, dtype=np.int64).copy(),
-                forces=None if all_forces is None else np.ascontiguousarray(all_forces[ptr[i]:ptr[i + 1]]),
-            )
-            for i, atoms in enumerate(structures)
-        ]
+        return split_flat(structures, energies, features, all_forces, batch.ptr.numpy())
 
     def forward_differentiable(self, atoms: Atoms) -> DifferentiableOutput:
         """Energy and scalar node features built on a ``positions`` leaf tensor that requires grad."""
@@ -259,23 +225,23 @@ class MaceBackbone(Backbone):
         return self._mace.MACECalculator(models=self.model, device="cpu", default_dtype="float64")
 
 
-def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False,
-         seed: int = 0, download: bool = True) -> MaceBackbone:
-    """A MACE backbone for ``card``.
+def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False, seed: int = 0,
+         precision: str | None = None, trust_unpinned_weights: bool = False, download: bool = True) -> MaceBackbone:
+    """A MACE backbone for ``card`` (the one load signature, :class:`~uipbench.adapters.interface.Loader`).
 
-    Weights come from ``weights``, else the card's environment variable, else
-    mace's cache, else (``download=True``) mace's own downloader; a file is
-    checked against the card's sha256 before it is unpickled.  With
-    ``random_weights`` the card's architecture is built with weights drawn from
-    ``seed`` and no file is read.
+    Weights come from ``weights``, else the card's environment variable, else mace's cache, else
+    (``download=True``) mace's own downloader.  The file is a pickled model, so it is unpickled only
+    when its sha256 is pinned on the card and matches, or when ``trust_unpinned_weights`` says the
+    user trusts it; otherwise an :class:`~uipbench.adapters.errors.UntrustedWeightsError` naming the
+    file and its digest, before anything is unpickled.  With ``random_weights`` the card's
+    architecture is built with weights drawn from ``seed`` and no file is read.
     """
-    mace = import_mace()
+    check_precision(card.family, precision, PRECISIONS)
     if random_weights:
-        return MaceBackbone(card, build_random_model(card, seed, mace), f"random:seed={seed}", mace)
-    path = find_weights(card, weights)
-    if path is None:
-        if not download:
-            raise WeightsError(missing_weights_message(card))
-        path = _download(card, mace)
-    digest = _checked_digest(card, path)
-    return MaceBackbone(card, _load_model_file(path), digest, mace)
+        mace = import_mace()
+        return MaceBackbone(card, build_random_model(card, seed, mace), random_identity(seed), mace)
+    path = resolve_weights(card, weights, package_cache_path(card), lambda: import_mace().download(card.weights.source),
+                           download)
+    digest = checked_weights(card, path, unpickles=True, trust_unpinned=trust_unpinned_weights)
+    mace = import_mace()
+    return MaceBackbone(card, _load_model_file(card, path, digest), digest, mace)

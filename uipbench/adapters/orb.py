@@ -12,9 +12,6 @@ changing torch's process-wide default dtype the way ``load_model`` does).
 """
 from __future__ import annotations
 
-import contextlib
-import sys
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -22,15 +19,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ase import Atoms
 
-from .base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
-from .card import BackboneCard, CardError, WeightsError, verify_weights
+from ..embedding import EmbeddingMetadata, StructureEmbedding
+from ._common import MPTRJ_NUMBERS, check_precision, checked_weights, random_identity, resolve_weights, split_flat, \
+    weights_only_read
+from .card import BackboneCard, OrbArchitecture
+from .errors import CardError
+from .interface import Backbone, DifferentiableOutput
 from .torch_tools import default_dtype, frozen_float64
 
 if TYPE_CHECKING:
     import torch
 
-#: elements of MPtrj, the training set of the ``mptrj-only`` ORB models
-MPTRJ_NUMBERS = frozenset(range(1, 84)) | frozenset(range(89, 95))
+#: precisions the adapter runs in (the first is the default)
+PRECISIONS = ("float64",)
 
 
 def import_orb() -> SimpleNamespace:
@@ -43,51 +44,16 @@ def import_orb() -> SimpleNamespace:
                            ORBCalculator=ORBCalculator, cached_path=cached_path)
 
 
-def find_weights(card: BackboneCard, weights: Path | str | None = None) -> Path | None:
-    """The weights file to use without downloading: argument, then env variable, then cached_path's cache."""
-    chosen = card.local_weights(weights)
-    if chosen is not None:
-        return chosen
-    import cached_path
-
-    return cached_path.find_latest_cached(card.weights["source"])
-
-
-def missing_weights_message(card: BackboneCard) -> str:
-    return (f"{card.name}: weights file {card.weights.get('file', card.weights['source'])} not available "
-            f"(no download possible, not in cached_path's cache); "
-            f"download {card.weights['source']} and set {card.weights_env_var} to its path")
-
-
-def _download(card: BackboneCard, orb: SimpleNamespace) -> Path:
-    """Fetch the weights the way orb-models does (cached_path, into its cache), or raise WeightsError."""
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            return Path(orb.cached_path.cached_path(card.weights["source"]))
-    except Exception as exc:  # network errors come in many kinds
-        raise WeightsError(f"{missing_weights_message(card)} (download failed: {exc})") from exc
-
-
-def _checked_digest(card: BackboneCard, path: Path) -> str:
-    digest = verify_weights(card, path)
-    if not card.weights_sha256:
-        warnings.warn(f"{card.name}: the card pins no sha256; using {path} with sha256 {digest} (unverified)",
-                      stacklevel=3)
-    return digest
-
-
 def build_architecture(card: BackboneCard, orb: SimpleNamespace) -> "torch.nn.Module":
     """The card's ``[architecture]`` (``orb_v2_architecture``) with torch's default initialisation."""
-    arch = card.raw.get("architecture")
-    if not arch:
-        raise CardError(f"{card.path}: the ORB adapter needs an [architecture] table")
+    arch: OrbArchitecture = card.architecture
     builders = {"orb_models.forcefield.pretrained.orb_v2_architecture": orb.pretrained.orb_v2_architecture}
-    if arch["builder"] not in builders:
-        raise CardError(f"{card.path}: unknown ORB builder {arch['builder']!r}; known: {', '.join(builders)}")
-    config = orb.atomic_system.SystemConfig(radius=float(arch["radius"]),
-                                            max_num_neighbors=int(arch["max_num_neighbors"]))
-    return builders[arch["builder"]](num_message_passing_steps=int(arch["num_message_passing_steps"]),
-                                     device="cpu", system_config=config)
+    if arch.builder not in builders:
+        raise CardError(f"{card.path}: unknown ORB builder {arch.builder!r} (field architecture.builder); "
+                        f"known: {', '.join(builders)}")
+    config = orb.atomic_system.SystemConfig(radius=arch.radius, max_num_neighbors=arch.max_num_neighbors)
+    return builders[arch.builder](num_message_passing_steps=arch.num_message_passing_steps, device="cpu",
+                                  system_config=config)
 
 
 def build_random_model(card: BackboneCard, seed: int, orb: SimpleNamespace) -> "torch.nn.Module":
@@ -104,7 +70,8 @@ def load_weights_file(card: BackboneCard, path: Path, orb: SimpleNamespace) -> "
     import torch
 
     model = build_architecture(card, orb)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    with weights_only_read(card, path):
+        state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     return model
 
@@ -186,17 +153,8 @@ class OrbBackbone(Backbone):
         with torch.no_grad():
             features, energy, direct = self._heads(batch, forces)
         ptr = np.concatenate([[0], np.cumsum(batch.n_node.numpy())])
-        features_np, energy_np = features.double().numpy(), energy.double().numpy()
         forces_np = direct.double().numpy() if direct is not None else None
-        return [
-            StructureEmbedding(
-                energy=float(energy_np[i]),
-                embedding=np.ascontiguousarray(features_np[ptr[i]:ptr[i + 1]]),
-                numbers=np.asarray(atoms.numbers, dtype=np.int64).copy(),
-                forces=None if forces_np is None else np.ascontiguousarray(forces_np[ptr[i]:ptr[i + 1]]),
-            )
-            for i, atoms in enumerate(structures)
-        ]
+        return split_flat(structures, energy.double().numpy(), features.double().numpy(), forces_np, ptr)
 
     def forward_differentiable(self, atoms: Atoms) -> DifferentiableOutput:
         """Energy, node features and ORB's direct forces, all connected to a ``positions`` leaf tensor."""
@@ -214,23 +172,36 @@ class OrbBackbone(Backbone):
         return _calculator_class(self._orb)(self.model, device="cpu")
 
 
-def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False,
-         seed: int = 0, download: bool = True) -> OrbBackbone:
-    """An ORB backbone for ``card``.
+def _cached_file(card: BackboneCard) -> Path | None:
+    """The card's weights in cached_path's cache (where orb-models downloads them), if there."""
+    import cached_path
 
-    Weights come from ``weights``, else the card's environment variable, else
-    cached_path's cache, else (``download=True``) orb's own download through
-    cached_path; the file is checked against the card's sha256 and loaded with
-    ``torch.load(weights_only=True)``.  With ``random_weights`` the card's
-    architecture is built with weights drawn from ``seed``.
+    found = cached_path.find_latest_cached(card.weights.source)
+    return Path(found) if found else None
+
+
+def _download(card: BackboneCard) -> str:
+    """Fetch the weights the way orb-models does: cached_path, into its cache."""
+    import cached_path
+
+    return cached_path.cached_path(card.weights.source)
+
+
+def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False, seed: int = 0,
+         precision: str | None = None, trust_unpinned_weights: bool = False, download: bool = True) -> OrbBackbone:
+    """An ORB backbone for ``card`` (the one load signature, :class:`~uipbench.adapters.interface.Loader`).
+
+    Weights come from ``weights``, else the card's environment variable, else cached_path's cache,
+    else (``download=True``) orb's own download through cached_path; the file is checked against
+    the card's sha256 and read with ``torch.load(weights_only=True)`` (tensors only, no code runs),
+    so an unpinned file needs no trust, only a warning naming its digest.  With ``random_weights``
+    the card's architecture is built with weights drawn from ``seed``.
     """
-    orb = import_orb()
+    check_precision(card.family, precision, PRECISIONS)
     if random_weights:
-        return OrbBackbone(card, build_random_model(card, seed, orb), f"random:seed={seed}", orb)
-    path = find_weights(card, weights)
-    if path is None:
-        if not download:
-            raise WeightsError(missing_weights_message(card))
-        path = _download(card, orb)
-    digest = _checked_digest(card, path)
+        orb = import_orb()
+        return OrbBackbone(card, build_random_model(card, seed, orb), random_identity(seed), orb)
+    path = resolve_weights(card, weights, _cached_file(card), lambda: _download(card), download)
+    digest = checked_weights(card, path, unpickles=False, trust_unpinned=trust_unpinned_weights)
+    orb = import_orb()
     return OrbBackbone(card, load_weights_file(card, path, orb), digest, orb)

@@ -9,9 +9,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import Backbone
 from .card import BackboneCard, all_cards, get_card
 from .envs import env_for, is_ready, site_packages
+from .errors import CardError
+from .interface import Backbone
 
 #: family -> (adapter module, the package's import name)
 FAMILIES: dict[str, tuple[str, str]] = {
@@ -26,7 +27,7 @@ def family_of(card: BackboneCard) -> tuple[str, str]:
     try:
         return FAMILIES[card.family]
     except KeyError:
-        raise ValueError(f"{card.path}: unknown backbone family {card.family!r}; known: {', '.join(FAMILIES)}") from None
+        raise CardError(f"{card.path}: unknown backbone family {card.family!r}; known: {', '.join(FAMILIES)}") from None
 
 
 def importable_here(card: BackboneCard) -> bool:
@@ -34,23 +35,26 @@ def importable_here(card: BackboneCard) -> bool:
 
 
 def load_backbone(name: str, weights: str | os.PathLike | None = None, *, random_weights: bool = False,
-                  in_process: bool | None = None, precision: str | None = None) -> Backbone:
+                  seed: int = 0, in_process: bool | None = None, precision: str | None = None,
+                  trust_unpinned_weights: bool = False, download: bool = True) -> Backbone:
     """The adapter of backbone ``name``.
 
     In-process (with the differentiable path) when the backbone's package is importable
     in this environment; otherwise a :class:`~uipbench.adapters.remote.RemoteBackbone`
-    whose ``embed`` runs in the backbone's own environment (created on first use).
+    whose ``embed`` runs in the backbone's own environment (created on first use).  The
+    other arguments are those of the one load signature
+    (:class:`~uipbench.adapters.interface.Loader`), the same in both cases.
     """
     card = get_card(name)
     module_name, _ = family_of(card)
-    local = importable_here(card) if in_process is None else in_process
-    if local:
-        module = importlib.import_module(module_name)
-        options = {"precision": precision} if precision else {}
-        return module.load(card, Path(weights) if weights else None, random_weights=random_weights, **options)
+    options = dict(random_weights=random_weights, seed=seed, precision=precision,
+                   trust_unpinned_weights=trust_unpinned_weights, download=download)
+    path = Path(weights) if weights else None
+    if importable_here(card) if in_process is None else in_process:
+        return importlib.import_module(module_name).load(card, path, **options)
     from .remote import RemoteBackbone
 
-    return RemoteBackbone(card, weights=Path(weights) if weights else None, random_weights=random_weights)
+    return RemoteBackbone(card, path, **options)
 
 
 @dataclass(frozen=True)
@@ -79,13 +83,13 @@ def weights_location(card: BackboneCard) -> Path | None:
     local = card.local_weights()
     if local is not None:
         return local
-    if "package_path" in card.weights:
+    if card.weights.package_path:
         sp = site_packages(env_for(card))
-        return sp / card.weights["package_path"] if sp else None
-    if "cache_path" in card.weights:
-        return Path(os.path.expanduser(card.weights["cache_path"]))
-    if "cache_dir" in card.weights:
-        return cached_path_file(card.weights["source"], card.weights["cache_dir"])
+        return sp / card.weights.package_path if sp else None
+    if card.weights.cache_path:
+        return Path(os.path.expanduser(card.weights.cache_path))
+    if card.weights.cache_dir:
+        return cached_path_file(card.weights.source, card.weights.cache_dir)
     return None
 
 
@@ -108,10 +112,10 @@ def status(card: BackboneCard) -> BackboneStatus:
     ready = is_ready(spec)
     path = weights_location(card)
     # weights that ship in the package's wheel arrive with the environment
-    comes_with_env = "package_path" in card.weights and card.local_weights() is None and not ready
+    comes_with_env = bool(card.weights.package_path) and card.local_weights() is None and not ready
     present = comes_with_env or (path is not None and path.is_file())
     if not present:
-        hint = (f"download {card.weights.get('url', card.weights.get('source'))} and set "
+        hint = (f"download {card.weights.source} and set "
                 f"{card.weights_env_var}=/path/to/file (or pass --weights)")
     elif not ready:
         hint = f"run `uipbench env sync {spec.name}` (or any command that needs it)"

@@ -1,4 +1,10 @@
-"""A backbone used from another environment: ``embed`` and ``relax`` run in a worker process."""
+"""A backbone used from another environment: ``embed`` and ``relax`` run in a worker process
+(:mod:`uipbench.adapters.worker`) inside the backbone's own environment.
+
+The worker reports a user error (bad structure, missing or untrusted weights, bad card or
+precision) as its class name and message; it is raised here under the same class, with no
+worker traceback.  Anything else is a :class:`~uipbench.adapters.errors.WorkerError`.
+"""
 from __future__ import annotations
 
 import io
@@ -11,29 +17,43 @@ from typing import Sequence
 from ase import Atoms
 from ase.io import read, write
 
-from .base import Backbone, BackboneInputError, DifferentiableOutput, EmbeddingBatch, EmbeddingMetadata, \
-    StructureEmbedding, check_structure
+from ..embedding import EmbeddingBatch, EmbeddingMetadata, StructureEmbedding, read_embeddings
+from ._common import random_identity, sha256_file
 from .card import BackboneCard
 from .envs import ensure
-from .worker import INPUT_ERROR_EXIT, load_batch
+from .errors import USER_ERRORS, WeightsError, WorkerError
+from .interface import Backbone, DifferentiableOutput, check_structure
 
 ALL_ELEMENTS = frozenset(range(1, 119))
 
 
-class WorkerError(RuntimeError):
-    """The worker process failed for a reason other than bad input."""
-
-
 class RemoteBackbone(Backbone):
-    def __init__(self, card: BackboneCard, weights: Path | None = None, random_weights: bool = False) -> None:
+    def __init__(self, card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False,
+                 seed: int = 0, precision: str | None = None, trust_unpinned_weights: bool = False,
+                 download: bool = True) -> None:
         self.card = card
         self.weights = weights
         self.random_weights = random_weights
+        self.seed = seed
+        self.precision = precision
+        self.trust_unpinned_weights = trust_unpinned_weights
+        self.download = download
         self._metadata: EmbeddingMetadata | None = None
 
     @property
     def supported_numbers(self) -> frozenset[int]:
         return ALL_ELEMENTS  # the worker checks the elements
+
+    def _options(self) -> list[str]:
+        """The worker's command-line options that reproduce this backbone's load arguments."""
+        options = ["--backbone", self.card.name, "--seed", str(self.seed)]
+        if self.weights:
+            options += ["--weights", str(self.weights)]
+        if self.precision:
+            options += ["--precision", self.precision]
+        flags = {"--random-weights": self.random_weights, "--trust-unpinned-weights": self.trust_unpinned_weights,
+                 "--no-download": not self.download}
+        return options + [flag for flag, on in flags.items() if on]
 
     def _call(self, task: str, structures: Sequence[Atoms], output: Path, *extra: str) -> None:
         spec = ensure(self.card)
@@ -44,31 +64,34 @@ class RemoteBackbone(Backbone):
                 write(buffer, list(structures), format="extxyz")
             inp.write_text(buffer.getvalue())
             error_file = Path(tmp) / "error.json"
-            cmd = [str(spec.python), "-m", "uipbench.adapters.worker", task, "--backbone", self.card.name,
+            cmd = [str(spec.python), "-m", "uipbench.adapters.worker", task, *self._options(),
                    "--input", str(inp), "--output", str(output), "--error-file", str(error_file), *extra]
-            if self.weights:
-                cmd += ["--weights", str(self.weights)]
-            if self.random_weights:
-                cmd.append("--random-weights")
-            # stderr goes to the user's terminal: progress bars, warnings and tracebacks stay visible
+            # stderr goes to the user's terminal: progress bars and warnings stay visible
             proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
-            if proc.returncode == INPUT_ERROR_EXIT and error_file.exists():
-                raise BackboneInputError(json.loads(error_file.read_text())["message"])
-        if proc.returncode != 0:
-            raise WorkerError(f"{self.card.name} worker ({task}) failed in environment {spec.name} "
-                              f"(exit {proc.returncode}); its error is printed above")
+            report = json.loads(error_file.read_text()) if proc.returncode and error_file.is_file() else None
+        if proc.returncode == 0:
+            return
+        where = f"{self.card.name} worker ({task}) in environment {spec.name}"
+        if report is None:
+            raise WorkerError(f"{where} failed (exit {proc.returncode}); its error is printed above")
+        if report.get("error") in USER_ERRORS:
+            raise USER_ERRORS[report["error"]](report["message"])
+        raise WorkerError(f"{where} failed: {report.get('error')}: {report.get('message')} "
+                          f"(the worker's traceback is printed above)")
 
     def weights_identity(self) -> tuple[str, str, int]:
-        """Known without starting a worker: the card's sha256, or the local file's."""
-        from .card import sha256_file
-
+        """Known without starting a worker: the random-weights identity, the chosen file's sha256,
+        or the card's pinned sha256."""
+        width = self.card.embedding_width
         if self.random_weights:
-            return self.card.name, "random", self.card.embedding_width
+            return self.card.name, random_identity(self.seed), width
         local = self.card.local_weights(self.weights)
-        if local is not None and local.is_file():
-            return self.card.name, sha256_file(local), self.card.embedding_width
+        if local is not None:
+            if not local.is_file():
+                raise WeightsError(f"{self.card.name}: weights file {local} not found")
+            return self.card.name, sha256_file(local), width
         if self.card.weights_sha256:
-            return self.card.name, self.card.weights_sha256, self.card.embedding_width
+            return self.card.name, self.card.weights_sha256, width
         return super().weights_identity()
 
     def metadata(self) -> EmbeddingMetadata:
@@ -85,7 +108,7 @@ class RemoteBackbone(Backbone):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "embedding.npz"
             self._call("embed", structures, out, *(["--forces"] if forces else []))
-            batch = load_batch(out)
+            batch, _ = read_embeddings(out)
         self._metadata = batch.metadata
         return batch
 

@@ -11,34 +11,37 @@ does), so energy and embedding stay connected to the positions.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
 from ase import Atoms
 
-from .base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
-from .card import BackboneCard, WeightsError, verify_weights
+from ..embedding import EmbeddingMetadata, StructureEmbedding
+from ._common import check_precision, checked_weights, from_tensors, package_weights, random_identity, \
+    resolve_weights, weights_only_read
+from .card import BackboneCard
+from .interface import Backbone, DifferentiableOutput
 from .torch_tools import default_dtype
+
+if TYPE_CHECKING:
+    import torch
 
 READOUT_MODULE = "reduce_input_to_hidden"
 FORCE_MODULE = "force_output"
 
-
-def _package_weights(card: BackboneCard) -> Path:
-    import sevenn
-
-    relative = card.weights["package_path"].split("/", 1)[1]
-    return Path(sevenn.__file__).parent / relative
+#: precisions the adapter runs in (the first is the default)
+PRECISIONS = ("float32", "float64")
 
 
 class SevenNetBackbone(Backbone):
     def __init__(self, card: BackboneCard, model, cutoff: float, type_map: dict[int, int],
                  weights_sha256: str, precision: str = "float32", calculator_model=None) -> None:
-        if precision not in ("float32", "float64"):
-            raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
+        import torch
+
         self.card = card
-        self.dtype = getattr(torch, precision)
+        self.dtype = getattr(torch, check_precision(card.family, precision, PRECISIONS))
         self.model = model.to(self.dtype).eval()
         # sevenn's calculator runs float32 graphs: it gets the float32 model when this one is float64
         self._calculator_model = calculator_model if calculator_model is not None else self.model
@@ -74,8 +77,9 @@ class SevenNetBackbone(Backbone):
         model.set_is_batch_data(False)
         return SevenNetCalculator(model=model, file_type="model_instance", device="cpu")
 
-    def _graph(self, atoms: Atoms, pos: torch.Tensor):
+    def _graph(self, atoms: Atoms, pos: "torch.Tensor"):
         import sevenn._keys as KEY
+        import torch
         from sevenn.atom_graph_data import AtomGraphData
         from sevenn.train.dataload import unlabeled_atoms_to_graph
 
@@ -93,9 +97,10 @@ class SevenNetBackbone(Backbone):
         }
         return AtomGraphData(**data)
 
-    def _run(self, structures: list[Atoms], positions: list[torch.Tensor]):
+    def _run(self, structures: list[Atoms], positions: list["torch.Tensor"]):
         """Energies [n_structures] and per-structure embeddings, in the graph of ``positions``."""
         import sevenn._keys as KEY
+        import torch
         from torch_geometric.loader.dataloader import Collater
 
         data = Collater([], follow_batch=None, exclude_keys=None)(
@@ -114,17 +119,17 @@ class SevenNetBackbone(Backbone):
         return data[KEY.PRED_TOTAL_ENERGY].reshape(-1), list(torch.split(embedding, counts))
 
     def _embed_batch(self, structures: list[Atoms], forces: bool) -> list[StructureEmbedding]:
+        import torch
+
         positions = [torch.tensor(a.positions, dtype=self.dtype, requires_grad=forces) for a in structures]
         with torch.set_grad_enabled(forces):
             energy, embeddings = self._run(structures, positions)
             grads = torch.autograd.grad(energy.sum(), positions) if forces else [None] * len(structures)
-        return [
-            StructureEmbedding(float(e.detach()), emb.detach().double().numpy().copy(), a.numbers.astype(np.int64).copy(),
-                               None if g is None else -g.detach().double().numpy())
-            for e, emb, a, g in zip(energy, embeddings, structures, grads)
-        ]
+        return from_tensors(structures, energy, embeddings, grads)
 
     def forward_differentiable(self, atoms: Atoms) -> DifferentiableOutput:
+        import torch
+
         prepared = self.prepare(atoms)
         pos = torch.tensor(prepared.positions, dtype=self.dtype, requires_grad=True)
         energy, embeddings = self._run([prepared], [pos])
@@ -135,6 +140,7 @@ class SevenNetBackbone(Backbone):
 def _rebuilt_in_float64(checkpoint, model32):
     """The same model built with float64 as torch's default dtype (e3nn bakes constants in it),
     carrying the float32 checkpoint's parameters."""
+    import torch
     from sevenn.model_build import build_E3_equivariant_model
 
     with default_dtype(torch.float64):
@@ -144,27 +150,70 @@ def _rebuilt_in_float64(checkpoint, model32):
     return model64
 
 
-def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False,
-         seed: int = 0, precision: str = "float32") -> SevenNetBackbone:
-    """SevenNet from the wheel's checkpoint (or a local file named by argument / the card's variable)."""
+@contextlib.contextmanager
+def _weights_only_checkpoints() -> Iterator[None]:
+    """sevenn's checkpoint loader reading weights-only inside the block.
+
+    ``SevenNetCheckpoint`` calls ``torch.load(weights_only=False)`` (module name ``torch_load``);
+    here it reads with ``weights_only=True``, allowing only numpy's array and dtype rebuilders (the
+    checkpoints hold a few numpy arrays in their config), so no code in the file can run.
+    """
+    import numpy
+    import sevenn.checkpoint as module
+    import torch
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+
+    original = module.torch_load  # AttributeError if sevenn changes: fail closed, never unpickle
+    numpy_globals = [(_reconstruct, "numpy.core.multiarray._reconstruct"), numpy.ndarray, numpy.dtype,
+                     *(type(numpy.dtype(t)) for t in ("f4", "f8", "i4", "i8", "b1"))]
+
+    def weights_only(path, *args, **kwargs):
+        kwargs["weights_only"] = True
+        with torch.serialization.safe_globals(numpy_globals):
+            return original(path, *args, **kwargs)
+
+    module.torch_load = weights_only
+    try:
+        yield
+    finally:
+        module.torch_load = original
+
+
+def _randomised(model, seed: int):
+    """``model`` with every parameter redrawn from N(0, 0.1²) with ``seed`` (torch's global RNG untouched)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for parameter in model.parameters():
+            torch.nn.init.normal_(parameter, std=0.1)
+    return model
+
+
+def load(card: BackboneCard, weights: Path | None = None, *, random_weights: bool = False, seed: int = 0,
+         precision: str | None = None, trust_unpinned_weights: bool = False, download: bool = True) -> SevenNetBackbone:
+    """SevenNet from the wheel's checkpoint, or a local file named by argument / the card's variable (the
+    one load signature, :class:`~uipbench.adapters.interface.Loader`; the checkpoints ship with the
+    package, so ``download`` has nothing to do).  The checkpoint is read weights-only (see
+    :func:`_weights_only_checkpoints`), so an unpinned file needs no trust.  ``random_weights``: the
+    checkpoint's architecture with every parameter redrawn from ``seed``."""
+    precision = check_precision(card.family, precision, PRECISIONS)
+    path = resolve_weights(card, weights, package_weights(card), download=download)
+    digest = checked_weights(card, path, unpickles=False, trust_unpinned=trust_unpinned_weights)
     import sevenn._keys as KEY
     from sevenn.util import load_checkpoint
 
-    path = card.local_weights(weights)
-    if path is None:
-        path = _package_weights(card)
-        if not path.is_file():
-            raise WeightsError(f"{card.name}: weights {path} missing from the sevenn package; "
-                               f"set {card.weights_env_var} to a local copy")
-    digest = verify_weights(card, path)
-    # sevenn's own checkpoint loader (the checkpoint holds its config, so it cannot be weights-only)
-    checkpoint = load_checkpoint(str(path))
-    model32 = checkpoint.build_model()
+    with _weights_only_checkpoints():
+        checkpoint = load_checkpoint(str(path))  # reads nothing yet
+        with weights_only_read(card, path):
+            config = checkpoint.config  # reads the file
+        model32 = checkpoint.build_model()
     if random_weights:
-        torch.manual_seed(seed)
-        for parameter in model32.parameters():
-            torch.nn.init.normal_(parameter, std=0.1)
-        digest = "random"
+        model32, digest = _randomised(model32, seed), random_identity(seed)
     model = _rebuilt_in_float64(checkpoint, model32) if precision == "float64" else model32
-    return SevenNetBackbone(card, model, checkpoint.config[KEY.CUTOFF], checkpoint.config[KEY.TYPE_MAP], digest,
-                            precision, calculator_model=model32)
+    return SevenNetBackbone(card, model, config[KEY.CUTOFF], config[KEY.TYPE_MAP], digest, precision,
+                            calculator_model=model32)

@@ -3,53 +3,31 @@
     <env>/bin/python -m uipbench.adapters.worker embed --backbone NAME --input IN.extxyz --output OUT.npz
     <env>/bin/python -m uipbench.adapters.worker relax --backbone NAME --input IN.extxyz --output OUT.extxyz
 
-Results are written atomically.  A structure the backbone cannot take is
-reported as JSON in ``--error-file`` (``{"error": "BackboneInputError", "message": ...}``)
-with exit code 3, so the caller can raise the same error type; stderr stays free for
-progress bars and tracebacks, which the caller lets through to the user's terminal.
+The caller is :class:`~uipbench.adapters.remote.RemoteBackbone`.  Embeddings are written in
+the one format of :mod:`uipbench.embedding`, atomically.  A user error (one of
+:data:`~uipbench.adapters.errors.USER_ERRORS`: a structure the backbone cannot take, weights
+missing or untrusted, a bad card or precision) is reported as JSON in ``--error-file``
+(``{"error": class name, "message": ...}``) with exit code 3 and no traceback, so the caller
+raises the same error with the same message.  Anything else is reported the same way with
+exit code 1, and its traceback goes to stderr (a bug to report).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
-import numpy as np
-
 from .._atomic import write_atomic
-from .base import BackboneInputError, EmbeddingBatch
+from ..embedding import write_embeddings
+from .errors import USER_ERROR_EXIT, USER_ERRORS, error_report
 
-INPUT_ERROR_EXIT = 3
-
-
-def save_batch(path: Path, batch: EmbeddingBatch) -> None:
-    arrays = batch.stacked()
-    if batch.structures and batch.structures[0].forces is not None:
-        arrays["forces"] = np.concatenate([s.forces for s in batch.structures])
-    arrays["metadata_json"] = np.array(json.dumps(batch.metadata.to_dict()))
-    write_atomic(path, lambda fh: np.savez(fh, **arrays), mode="wb")
+#: the older name of the format's writer, kept while ``uipbench embed`` imports it from here
+save_batch = write_embeddings
 
 
-def load_batch(path: Path) -> EmbeddingBatch:
-    from .base import EmbeddingMetadata
-
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    metadata = EmbeddingMetadata.from_dict(json.loads(str(arrays.pop("metadata_json"))))
-    batch = EmbeddingBatch.from_stacked(arrays, metadata)
-    if "forces" in arrays:
-        index = arrays["structure_index"]
-        for i, s in enumerate(batch.structures):
-            s.forces = arrays["forces"][index == i]
-    return batch
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ase.io import read, write
-
-    from .registry import load_backbone
-
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uipbench-worker")
     parser.add_argument("task", choices=("embed", "relax", "metadata"))
     parser.add_argument("--backbone", required=True)
@@ -57,33 +35,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--weights", default=None)
     parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default=None)
+    parser.add_argument("--trust-unpinned-weights", action="store_true")
+    parser.add_argument("--no-download", action="store_true")
     parser.add_argument("--forces", action="store_true")
     parser.add_argument("--fmax", type=float, default=0.05)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--error-file", type=Path, default=None)
-    args = parser.parse_args(argv)
-    try:
-        backbone = load_backbone(args.backbone, args.weights, random_weights=args.random_weights, in_process=True)
-        if args.task == "metadata":
-            write_atomic(args.output, lambda fh: fh.write(json.dumps(backbone.metadata().to_dict())))
-            return 0
-        structures = read(args.input, index=":", format="extxyz") if args.input.stat().st_size else []
-        if args.task == "embed":
-            save_batch(args.output, backbone.embed(structures, forces=args.forces))
-        else:
-            import io
+    return parser
 
-            relaxed = [backbone.relax(a, fmax=args.fmax, steps=args.steps) for a in structures]
-            buffer = io.StringIO()
-            write(buffer, relaxed, format="extxyz")
-            write_atomic(args.output, lambda fh: fh.write(buffer.getvalue()))
-    except BackboneInputError as exc:
-        report = json.dumps({"error": "BackboneInputError", "message": str(exc)})
+
+def run_task(args: argparse.Namespace) -> None:
+    """Load the backbone the way the caller asked and do ``args.task``."""
+    import io
+
+    from ase.io import read, write
+
+    from .registry import load_backbone
+
+    backbone = load_backbone(args.backbone, args.weights, random_weights=args.random_weights, seed=args.seed,
+                             in_process=True, precision=args.precision,
+                             trust_unpinned_weights=args.trust_unpinned_weights, download=not args.no_download)
+    if args.task == "metadata":
+        write_atomic(args.output, lambda fh: fh.write(json.dumps(backbone.metadata().to_dict())))
+        return
+    structures = read(args.input, index=":", format="extxyz") if args.input.stat().st_size else []
+    if args.task == "embed":
+        write_embeddings(args.output, backbone.embed(structures, forces=args.forces))
+        return
+    relaxed = [backbone.relax(a, fmax=args.fmax, steps=args.steps) for a in structures]
+    buffer = io.StringIO()
+    write(buffer, relaxed, format="extxyz")
+    write_atomic(args.output, lambda fh: fh.write(buffer.getvalue()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        run_task(args)
+    except Exception as exc:  # every failure goes back to the caller as class name + message
+        user_error = type(exc).__name__ in USER_ERRORS and isinstance(exc, USER_ERRORS[type(exc).__name__])
+        if not user_error:
+            traceback.print_exc()
+        report = json.dumps(error_report(exc))
         if args.error_file:
             write_atomic(args.error_file, lambda fh: fh.write(report))
         else:
             print(report, file=sys.stderr)
-        return INPUT_ERROR_EXIT
+        return USER_ERROR_EXIT if user_error else 1
     return 0
 
 

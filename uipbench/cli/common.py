@@ -156,6 +156,12 @@ def check_output_folder(label: str, path: Path, inputs: Iterable[Path] = ()) -> 
 
 # --- arguments several commands share -------------------------------------------------------------------
 
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-unpinned-weights", action="store_true",
+                        help="load a weights file whose sha256 the card does not pin even where the family's "
+                             "loader unpickles it (MACE): this can run code from the file; only for files you trust")
+
+
 def add_format_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "json"), default="table")
 

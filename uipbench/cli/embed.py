@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import check_output_files, check_output_folder
+from .common import add_trust_argument, check_output_files, check_output_folder
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     structures = read_structures(args.input)
     if not structures:
         raise ValueError(f"{args.input}: no structures to embed")
-    backbone = load_backbone(args.backbone, args.weights)
+    backbone = load_backbone(args.backbone, args.weights, trust_unpinned_weights=args.trust_unpinned_weights)
     if args.no_cache:
         batch = backbone.embed(structures)
     else:
@@ -52,4 +52,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="local weights file (overrides the card's source)")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--no-cache", action="store_true")
+    add_trust_argument(p)
     p.set_defaults(func=run)

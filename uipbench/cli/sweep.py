@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..harness.defaults import DESCRIPTORS
-from .common import (RESUME_HINT, add_datasets_root_argument, add_grid_arguments, check_output_folder,
-                     command_line, training_sizes)
+from .common import (RESUME_HINT, add_datasets_root_argument, add_grid_arguments, add_trust_argument,
+                     check_output_folder, command_line, training_sizes)
 
 
 def sweep(args: argparse.Namespace) -> int:
@@ -17,7 +17,8 @@ def sweep(args: argparse.Namespace) -> int:
     results = run_sweep(args.backbones, args.systems, aggregations=args.aggregations,
                         sizes=training_sizes(args.sizes), seeds=args.seeds, descriptors=args.descriptors,
                         test_fraction=args.test_fraction, out=args.out, workers=args.workers,
-                        command=command_line(), datasets_root=args.datasets_root)
+                        command=command_line(), datasets_root=args.datasets_root,
+                        trust_unpinned_weights=args.trust_unpinned_weights)
     print(headline_markdown(headline(results)))
     print(f"results: {args.out}/results.csv")
     return 0
@@ -65,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, default=0.25)
     p.add_argument("--workers", type=int, default=2, help="local processes for the Δ-fits")
     p.add_argument("--out", type=Path, default=Path("reports/sweep"), help="results folder (resumed if present)")
+    add_trust_argument(p)
     p.set_defaults(func=sweep, resume_hint=RESUME_HINT)
 
     p = subparsers.add_parser("report", help="Markdown + HTML report with tables and figures of a sweep")

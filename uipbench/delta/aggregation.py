@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..adapters.base import EmbeddingBatch, StructureEmbedding
+from ..embedding import EmbeddingBatch, StructureEmbedding
 
 if TYPE_CHECKING:
     import torch

@@ -141,7 +141,8 @@ class BackboneView:
     embedding: dict[str, np.ndarray]
 
 
-def embed_systems(backbone_name: str, systems: dict[str, SystemData], cache: EmbeddingCache | None = None) -> BackboneView:
+def embed_systems(backbone_name: str, systems: dict[str, SystemData], cache: EmbeddingCache | None = None,
+                  trust_unpinned_weights: bool = False) -> BackboneView:
     """Embed every distinct structure once (cache first, then one worker call)."""
     from ..datasets.io import structure_hash
 
@@ -150,7 +151,7 @@ def embed_systems(backbone_name: str, systems: dict[str, SystemData], cache: Emb
         for atoms in data.structures:
             unique.setdefault(structure_hash(atoms), atoms)
     keys = list(unique)
-    backbone = load_backbone(backbone_name)
+    backbone = load_backbone(backbone_name, trust_unpinned_weights=trust_unpinned_weights)
     batch = cached_embed(backbone, [unique[k] for k in keys], cache, forces=True)
     return BackboneView(
         backbone_name, batch.metadata.to_dict(),

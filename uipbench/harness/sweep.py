@@ -131,7 +131,8 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
           test_fraction: float = 0.25, gpr: dict[str, Any] | None = None, out: str | Path | None = None,
           executor: Executor | None = None, workers: int = 2, cache: EmbeddingCache | None = None,
           progress: bool = True,
-          command: list[str] | None = None, datasets_root: Path | None = None) -> pd.DataFrame:
+          command: list[str] | None = None, datasets_root: Path | None = None,
+          trust_unpinned_weights: bool = False) -> pd.DataFrame:
     """Run (or resume) a sweep and return its tidy results table.
 
     ``backbones``: default every backbone whose weights are present; ``systems``: default
@@ -139,7 +140,8 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
     pooled.  ``out``: folder for results.csv, predictions.csv and metadata.json (resumable;
     locked while the sweep runs); ``None`` keeps results in memory.
     ``executor``: any ``concurrent.futures.Executor`` (Dask, submitit, ...); default
-    ``workers`` local processes.
+    ``workers`` local processes.  ``trust_unpinned_weights``: see
+    :func:`uipbench.adapters.registry.load_backbone`.
     """
     from ..adapters.registry import available_backbones
     from ..datasets.io import available_systems
@@ -155,7 +157,8 @@ def sweep(backbones: Sequence[str] | None = None, systems: Sequence[str] | None 
     out_path = Path(out) if out else None
     with _output_lock(out_path, command):
         results, preds = _resume(out_path, data, config)
-        views = {name: embed_systems(name, data, cache) for name in config.backbones}
+        views = {name: embed_systems(name, data, cache, trust_unpinned_weights=trust_unpinned_weights)
+                 for name in config.backbones}
         tasks = _tasks(config, data, views, splits, sizes_of)
         results, preds = _keep_finished(out_path, results, preds, tasks)
         tasks = [t for t in tasks if not t.finished()]
