@@ -8,9 +8,10 @@ that cleanup quits at once (exit 128 + signal, one line, no cleanup).
 
 Child processes started from threads other than the main one (the GPAW jobs of ``dataset build``)
 are started with :func:`run_child`, which records them until they end, so :func:`end_children` can
-end them from the main thread; it also ends the ``multiprocessing`` children still alive.  Worker
-processes call :func:`worker_process_init` first: they leave SIGINT to their parent, die of SIGTERM
-without a traceback and, on Linux, die with their parent even when it is SIGKILLed.
+end them from the main thread; it also ends the ``multiprocessing`` children still alive.  Pool
+workers call :func:`worker_process_init` first: they leave SIGINT to their parent, die of SIGTERM
+without a traceback and, on Linux, die with their parent even when it is SIGKILLed; the backbone
+worker calls :func:`child_process_init` (either signal ends it at once, and so does its parent's death).
 """
 from __future__ import annotations
 
@@ -154,6 +155,19 @@ def die_with_parent(parent: int | None = None) -> None:
         return
     if parent is not None and os.getppid() != parent:
         os._exit(1)
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    os._exit(128 + signum)
+
+
+def child_process_init() -> None:
+    """First call of a child process its parent waits on (the backbone worker): SIGINT and SIGTERM
+    end it at once without a traceback (it writes its outputs atomically into its parent's temporary
+    folder, which the parent removes), and on Linux it dies with its parent."""
+    for s in SIGNALS:
+        signal.signal(s, _exit_now)
+    die_with_parent()
 
 
 def worker_process_init(parent: int | None = None) -> None:
