@@ -1,0 +1,81 @@
+"""Fixtures of the fault suite: the fake backbone in this process, tiny datasets, a reference run."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .common import sweep_args, tiny_datasets
+from .fake_cli import install
+
+HOLD = ("import sys, time; from uipbench._lock import OutputLock\n"
+        "with OutputLock(sys.argv[1], command='uipbench sweep --seeds 7'):\n"
+        "    print('held', flush=True); time.sleep(120)\n")
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    """The fake backbone for every backbone name, and an embedding cache of this test's own."""
+    install(monkeypatch.setattr)
+    monkeypatch.setenv("UIPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def datasets(tmp_path_factory) -> Path:
+    """Two tiny labelled systems (read only: a test that corrupts one copies it first)."""
+    return tiny_datasets(tmp_path_factory.mktemp("faults") / "datasets")
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, datasets) -> Path:
+    """An uninterrupted sweep of ``datasets`` with the fake backbone (read only)."""
+    from uipbench.cli import main
+
+    out = tmp_path_factory.mktemp("reference") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        install(mp.setattr)
+        mp.setenv("UIPBENCH_CACHE_DIR", str(out.parent / "cache"))
+        assert main(sweep_args(datasets, out)) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(reference, tmp_path) -> Path:
+    """A copy of the reference run folder to damage."""
+    return Path(shutil.copytree(reference, tmp_path / "run"))
+
+
+@pytest.fixture
+def call(capsys):
+    """``call(argv) -> (exit code, stdout, stderr)`` of the command run in this process."""
+    from uipbench.cli import main
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as stop:  # argparse
+            code = stop.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def held(tmp_path):
+    """``held(folder)``: another live process holds the output lock of ``folder``; returns its pid."""
+    procs = []
+
+    def hold(folder: Path) -> int:
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "held"
+        procs.append(proc)
+        return proc.pid
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
