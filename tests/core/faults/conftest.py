@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,25 @@ def reference(tmp_path_factory, datasets) -> Path:
     return out
 
 
+def regress_args(datasets: Path, out: Path, *extra: str) -> list[str]:
+    return ["regress", "--baseline", "chgnet-0.2.0", "--candidate", "chgnet-0.3.0", "--systems", "cu-s",
+            "--datasets-root", str(datasets), "--sizes", "4", "7", "--seeds", "0", "1", "--aggregations", "global",
+            "--no-progress", "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="session")
+def regress_reference(tmp_path_factory, datasets) -> Path:
+    """An uninterrupted ``regress`` (both backbones the fake, so it passes) of ``datasets`` (read only)."""
+    from uipbench.cli import main
+
+    out = tmp_path_factory.mktemp("regress") / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        install(mp.setattr)
+        mp.setenv("UIPBENCH_CACHE_DIR", str(out.parent / "cache"))
+        assert main(regress_args(datasets, out)) == 0
+    return out
+
+
 @pytest.fixture
 def run_copy(reference, tmp_path) -> Path:
     """A copy of the reference run folder to damage."""
@@ -54,12 +74,16 @@ def call(capsys):
     from uipbench.cli import main
 
     def run(argv: list[str]) -> tuple[int, str, str]:
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as stop:  # argparse
-            code = stop.code
+        """stderr as a user sees it: the warnings raised come first, one line each."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                code = main([str(a) for a in argv])
+            except SystemExit as stop:  # argparse
+                code = stop.code
         captured = capsys.readouterr()
-        return code, captured.out, captured.err
+        shown = "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
+        return code, captured.out, shown + captured.err
 
     return run
 
