@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: seconds a child is given to exit after SIGTERM before it is killed
 GRACE_S = 5.0
+#: name prefix of the temporary folders of backbone worker calls (:func:`worker_tempdir`)
+WORKER_PREFIX = "uipbench-worker-"
 
 #: registry of the live child processes started by :func:`run_child` (guarded by ``_LIVE_LOCK``)
 _LIVE: set[subprocess.Popen] = set()
@@ -136,6 +139,34 @@ def _end_once(grace: float) -> int:
             process.kill()
             process.join()
     return len(popens) + len(processes)
+
+
+@contextmanager
+def worker_tempdir(prefix: str = WORKER_PREFIX) -> Iterator[Path]:
+    """A temporary folder ``<tmp>/<prefix><pid>-<random>``, removed on exit (Ctrl-C and SIGTERM included).
+
+    A process killed with SIGKILL cannot remove its folder, so the folders of this prefix whose
+    process is gone are removed here first: each is left behind at most until the next call.
+    """
+    import shutil
+    import tempfile
+
+    for old in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        pid = old.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-") as tmp:
+        yield Path(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def die_with_parent(parent: int | None = None) -> None:

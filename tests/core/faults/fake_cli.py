@@ -3,7 +3,7 @@
 The command line is ``uipbench.cli.main`` unchanged (its signal handling, locks and exit codes are
 what the fault tests check); only the backbones are replaced: every name loads
 :class:`~tests.core.fake_backbone.FakeBackbone`, and with ``FAKE_WORKER=1`` the fake computes its
-embeddings in a worker subprocess inside a ``uipbench-worker-*`` temporary folder, the way
+embeddings in a worker subprocess inside a ``uipbench-worker-<pid>-*`` temporary folder, the way
 :class:`~uipbench.adapters.remote.RemoteBackbone` runs a backbone of another environment
 (``FAKE_WORKER_DELAY`` seconds of sleep in the worker, so that kills land there too).
 """
@@ -12,18 +12,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from ase.io import write
 
+from uipbench._interrupt import WORKER_PREFIX, worker_tempdir  # noqa: F401  (WORKER_PREFIX re-exported)
 from uipbench.embedding import StructureEmbedding
 
 from ..fake_backbone import FakeBackbone
 
-WORKER_PREFIX = "uipbench-worker-"
 
 
 class FakeWorkerBackbone(FakeBackbone):
@@ -33,7 +32,7 @@ class FakeWorkerBackbone(FakeBackbone):
 
     def _embed_batch(self, structures, forces):
         self.calls += 1
-        with tempfile.TemporaryDirectory(prefix=WORKER_PREFIX) as tmp:
+        with worker_tempdir() as tmp:  # as RemoteBackbone._call
             inp, out = Path(tmp) / "input.extxyz", Path(tmp) / "embedding.npz"
             write(inp, structures, format="extxyz")
             cmd = [sys.executable, "-m", "tests.core.faults.fake_worker", str(inp), str(out),
