@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: seconds a child is given to exit after SIGTERM before it is killed
 GRACE_S = 5.0
+#: environment variable naming the parent of a child started with :func:`child_env`
+PARENT_VARIABLE = "UIPBENCH_PARENT_PID"
 #: name prefix of the temporary folders of backbone worker calls (:func:`worker_tempdir`)
 WORKER_PREFIX = "uipbench-worker-"
 
@@ -192,13 +194,20 @@ def _exit_now(signum: int, frame: Any) -> None:
     os._exit(128 + signum)
 
 
+def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment (default: this one) for a child that calls :func:`child_process_init`: it names
+    this process, so a child whose parent died while it started exits at once."""
+    return {**(os.environ if env is None else env), PARENT_VARIABLE: str(os.getpid())}
+
+
 def child_process_init() -> None:
     """First call of a child process its parent waits on (the backbone worker): SIGINT and SIGTERM
     end it at once without a traceback (it writes its outputs atomically into its parent's temporary
-    folder, which the parent removes), and on Linux it dies with its parent."""
+    folder, which the parent removes), and on Linux it dies with its parent (named by :func:`child_env`)."""
     for s in SIGNALS:
         signal.signal(s, _exit_now)
-    die_with_parent()
+    parent = os.environ.get(PARENT_VARIABLE, "")
+    die_with_parent(int(parent) if parent.isdigit() else None)
 
 
 def worker_process_init(parent: int | None = None) -> None:
