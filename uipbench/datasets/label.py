@@ -228,10 +228,8 @@ def label_entries(entries: Iterable[PlanEntry], directory: Path, system: str, *,
                     report.labelled += 1
                     report.seconds.append(float(atoms.info["label_seconds"]))
                     bar.update(1)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (uipbench._interrupt): do not wait for GPAW
-            for future in futures:
-                future.cancel()
-            end_children(wait_for=futures)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (uipbench._interrupt): cancel the pending, end GPAW
+            end_children(wait_for=[f for f in futures if not f.cancel()])
             raise
     bar.close()
     if structures and not report.labelled:

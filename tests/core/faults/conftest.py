@@ -30,36 +30,35 @@ def datasets(tmp_path_factory) -> Path:
     return tiny_datasets(tmp_path_factory.mktemp("faults") / "datasets")
 
 
-@pytest.fixture(scope="session")
-def reference(tmp_path_factory, datasets) -> Path:
-    """An uninterrupted sweep of ``datasets`` with the fake backbone (read only)."""
-    from uipbench.cli import main
-
-    out = tmp_path_factory.mktemp("reference") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        install(mp.setattr)
-        mp.setenv("UIPBENCH_CACHE_DIR", str(out.parent / "cache"))
-        assert main(sweep_args(datasets, out)) == 0
-    return out
-
-
 def regress_args(datasets: Path, out: Path, *extra: str) -> list[str]:
     return ["regress", "--baseline", "chgnet-0.2.0", "--candidate", "chgnet-0.3.0", "--systems", "cu-s",
             "--datasets-root", str(datasets), "--sizes", "4", "7", "--seeds", "0", "1", "--aggregations", "global",
             "--no-progress", "--out", str(out), *extra]
 
 
-@pytest.fixture(scope="session")
-def regress_reference(tmp_path_factory, datasets) -> Path:
-    """An uninterrupted ``regress`` (both backbones the fake, so it passes) of ``datasets`` (read only)."""
+def _uninterrupted(out: Path, argv: list[str]) -> Path:
+    """Run the command with the fake backbone (and a cache beside ``out``) to completion."""
     from uipbench.cli import main
 
-    out = tmp_path_factory.mktemp("regress") / "out"
     with pytest.MonkeyPatch.context() as mp:
         install(mp.setattr)
         mp.setenv("UIPBENCH_CACHE_DIR", str(out.parent / "cache"))
-        assert main(regress_args(datasets, out)) == 0
+        assert main(argv) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, datasets) -> Path:
+    """An uninterrupted sweep of ``datasets`` with the fake backbone (read only)."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    return _uninterrupted(out, sweep_args(datasets, out))
+
+
+@pytest.fixture(scope="session")
+def regress_reference(tmp_path_factory, datasets) -> Path:
+    """An uninterrupted ``regress`` (both backbones the fake, so it passes) of ``datasets`` (read only)."""
+    out = tmp_path_factory.mktemp("regress") / "out"
+    return _uninterrupted(out, regress_args(datasets, out))
 
 
 @pytest.fixture
