@@ -6,7 +6,8 @@ The fake backbone of tests/core (every name, computed in a worker subprocess ins
 ``uipbench-worker-*`` folder, as RemoteBackbone does) on two tiny systems and ``all``, three backbone
 names, two seeds: an uninterrupted run gives the reference and its duration T.  Then, round after round
 in a fresh results folder with a fresh embedding cache, the same command is started, killed after a
-random delay in [0, 1.1 T] with SIGTERM or SIGKILL (half each), and started again (the resume), until
+random delay in [0, 1.1 T] (T re-measured whenever a round's first run finishes unkilled: the
+machine's load changes) with SIGTERM or SIGKILL (half each), and started again (the resume), until
 a run finishes by itself; its results must equal the reference, value for value (the harness's
 reader).  Rounds go on until ``--kills`` runs were killed while alive.
 
@@ -61,6 +62,7 @@ class Soak:
         self.runs: list[Run] = []
         self.log: list[dict] = []
         self.problems: list[str] = []
+        self.whole_run_s = self.last_seconds = 0.0
 
     def start(self, cache: Path) -> Run:
         run = Run(self.work / f"run{len(self.runs):03d}", FAKE_WORKER="1", FAKE_WORKER_DELAY="0.5",
@@ -74,14 +76,17 @@ class Soak:
         done = self.start(self.work / "cache-reference").run(sweep_command(self.root, out))
         if done.returncode != 0:
             raise SystemExit(f"the reference run failed:\n{done.stderr}")
-        return out, time.monotonic() - t0
+        self.whole_run_s = time.monotonic() - t0
+        return out, self.whole_run_s
 
-    def one(self, out: Path, cache: Path, limit: float, stale_before: bool) -> bool:
-        """Start (resume) the sweep, kill it at random; True when it finished by itself."""
+    def one(self, out: Path, cache: Path, limit: float | None, stale_before: bool) -> bool:
+        """Start (resume) the sweep, kill it at random (``limit`` None: never); True when it finished by itself."""
         signum = self.rng.choice([signal.SIGTERM, signal.SIGKILL])
-        delay = self.rng.uniform(0.0, limit)
+        delay = self.rng.uniform(0.0, limit) if limit is not None else 3600.0
         run = self.start(cache)
+        t0 = time.monotonic()
         done, alive = run.kill_after(sweep_command(self.root, out), delay, signum)
+        self.last_seconds = time.monotonic() - t0
         alive_after, _ = run.leftovers(settle=10.0)
         entry = {"signal": signal.Signals(signum).name, "delay_s": round(delay, 2), "killed": alive,
                  "exit": done.returncode, "took_over": TAKEN_OVER in done.stderr, "left_alive": len(alive_after),
@@ -107,21 +112,22 @@ class Soak:
             self.problems.append(f"{where}: finished with exit {done.returncode}\n{done.stderr[-2000:]}")
         return not alive
 
-    def round(self, index: int, reference: Path, limit: float, kills_left: int) -> int:
+    def round(self, index: int, reference: Path, kills_left: int) -> int:
+        """Kill and resume in a fresh folder until a run finishes; a first run that finished unkilled
+        measured a whole run: the kill window follows it (the machine's load changes)."""
         out, cache = self.work / f"round{index:02d}", self.work / f"cache{index:02d}"
         killed = 0
+        limit = 1.1 * self.whole_run_s
         while True:
             stale = (out / LOCK_FILE).exists()
-            if killed >= kills_left:  # enough kills: finish this round uninterrupted
-                done = self.start(cache).run(sweep_command(self.root, out))
-                if done.returncode != 0:
-                    self.problems.append(f"round {index}: final resume exit {done.returncode}\n{done.stderr}")
-                break
-            if self.one(out, cache, limit, stale):
+            if self.one(out, cache, limit if killed < kills_left else None, stale):  # enough kills: no more
+                if killed == 0:
+                    self.whole_run_s = self.last_seconds
                 break
             killed += 1
         rows = assert_same_results(out, reference)  # raises on the first differing value
-        print(f"round {index}: {killed} kill(s), then identical to the reference ({rows} result rows)", flush=True)
+        print(f"round {index}: {killed} kill(s) in [0, {limit:.1f}] s, then identical to the reference ({rows} result "
+              f"rows)", flush=True)
         return killed
 
     def leftovers(self) -> dict[str, int]:
@@ -147,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     soak = Soak(work, args.seed)
     t0 = time.monotonic()
     reference, duration = soak.reference()
-    print(f"reference run: {duration:.1f} s; kills at random in [0, {1.1 * duration:.1f}] s", flush=True)
+    print(f"reference run: {duration:.1f} s; kills at random in [0, 1.1 × a whole run] s", flush=True)
     kills, rounds = 0, 0
     while kills < args.kills:
-        kills += soak.round(rounds, reference, 1.1 * duration, args.kills - kills)
+        kills += soak.round(rounds, reference, args.kills - kills)
         rounds += 1
     left = soak.leftovers()
     killed = [e for e in soak.log if e["killed"]]
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": len(soak.runs), "rounds": rounds, "kills": len(killed),
         "kills_by_signal": dict(Counter(e["signal"] for e in killed)),
         "exit_codes_of_killed_runs": dict(Counter(str(e["exit"]) for e in killed)),
+        "kill_delays_s": sorted(e["delay_s"] for e in killed),
         "sigterm_before_the_handler": sum(bool(e.get("before_handler")) for e in killed),
         "stale_locks_left_by_sigkill": sum(e["lock_left"] for e in killed if e["signal"] == "SIGKILL"),
         "lock_take_overs_with_warning": sum(e["took_over"] for e in soak.log),
