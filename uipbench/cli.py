@@ -213,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
     from . import regress_cli
     regress_cli.add_parser(sub)
+    from .search.command import register as register_search; register_search(sub)  # noqa: E702 (moves to cli/ at merge)
     return parser
 
 

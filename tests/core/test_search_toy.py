@@ -1,0 +1,163 @@
+"""A toy backbone for the search tests: a Morse pair potential that binds S to the metal and S to S.
+
+Torch, float64, connected to the positions, so it serves both the bare path (``calculator()``)
+and the Δ path (``forward_differentiable`` + ``DeltaCalculator``).  The tests here check the toy
+itself (forces are −dE/dx), so the search tests stand on a sound potential.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from ase.data import atomic_numbers
+
+from uipbench.adapters.base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
+from uipbench.datasets.protocol import PROTOCOL_NAME
+from uipbench.search import SearchProblem
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)  # tiny graphs: one thread is fastest, and the test machine is shared
+
+CUTOFF = 4.5  # Å
+#: Morse parameters (D eV, r0 Å, a 1/Å) per element pair; S–S binds, so dimers compete with adatoms
+MORSE = {("S", "S"): (1.0, 2.05, 1.8), ("M", "S"): (0.9, 2.3, 2.5), ("M", "M"): (0.4, 2.57, 1.6)}
+CENTRES = np.linspace(1.8, 4.2, 5)
+
+
+class ToyCard:
+    name = "toy-morse"
+    cutoff = CUTOFF
+    weights_sha256 = "7" * 64
+    embedding_width = 2 * len(CENTRES)
+    embedding_layer = "radial sums"
+    environment = "none"
+
+
+class StopSearch(RuntimeError):
+    """Raised by the toy calculator to simulate a search killed mid-run."""
+
+
+def _morse(kind: tuple[str, str], r: "torch.Tensor") -> "torch.Tensor":
+    """Shifted-force Morse: V(r) − V(rc) − (r − rc) V'(rc), so energy and force vanish at the cutoff."""
+    depth, r0, a = MORSE[kind]
+    ec = np.exp(-a * (CUTOFF - r0))
+    vc, dvc = depth * ((1 - ec) ** 2 - 1), 2 * depth * a * (1 - ec) * ec
+    return depth * ((1 - torch.exp(-a * (r - r0))) ** 2 - 1) - vc - (r - CUTOFF) * dvc
+
+
+def _pairs(positions: "torch.Tensor", atoms: Atoms) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """(i, j, r) of every pair within the cutoff, periodic images up to 2 cells away in-plane (and 1 along z);
+    the pairs are found in NumPy, their distances computed in torch (connected to ``positions``)."""
+    shifts = np.array([(a, b, c) for a in range(-2, 3) for b in range(-2, 3) for c in (-1, 0, 1)], float)
+    offsets = shifts @ atoms.cell.array
+    vectors = atoms.positions[None, :, None, :] + offsets[None, None] - atoms.positions[:, None, None, :]
+    distance = np.linalg.norm(vectors, axis=-1)
+    i, j, image = np.nonzero((distance < CUTOFF) & (distance > 1e-8))
+    i, j = torch.as_tensor(i), torch.as_tensor(j)
+    r = (positions[j] + torch.as_tensor(offsets[image]) - positions[i]).norm(dim=1)
+    return i, j, r
+
+
+class ToyBackbone(Backbone):
+    """Morse pair potential on any metal (``M``) and S; counts force calls; can stop after N of them."""
+
+    def __init__(self, fail_after: int | None = None, supported: tuple[str, ...] = ("Cu", "Ag", "Au", "S")):
+        self.card = ToyCard()
+        self.calls = 0
+        self.fail_after = fail_after
+        self._supported = frozenset(atomic_numbers[s] for s in supported)
+
+    @property
+    def supported_numbers(self) -> frozenset[int]:
+        return self._supported
+
+    def metadata(self) -> EmbeddingMetadata:
+        return EmbeddingMetadata(self.card.name, "none", "0", self.card.weights_sha256, "radial sums",
+                                 self.card.embedding_width)
+
+    def _embed_batch(self, structures, forces):
+        out = []
+        for atoms in structures:
+            o = self.forward_differentiable(atoms)
+            out.append(StructureEmbedding(float(o.energy.detach()), o.embedding.detach().numpy().copy(), o.numbers))
+        return out
+
+    def forward_differentiable(self, atoms: Atoms) -> DifferentiableOutput:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise StopSearch(f"stopped after {self.fail_after} force calls")
+        positions = torch.tensor(atoms.positions, dtype=torch.float64, requires_grad=True)
+        i, j, r = _pairs(positions, atoms)
+        is_s = torch.tensor(atoms.numbers == 16)
+        energy = torch.zeros((), dtype=torch.float64)
+        for kind, mask in ((("S", "S"), is_s[i] & is_s[j]), (("M", "S"), is_s[i] != is_s[j]),
+                           (("M", "M"), ~is_s[i] & ~is_s[j])):
+            if mask.any():
+                energy = energy + 0.5 * _morse(kind, r[mask]).sum()
+        radial = torch.exp(-((r[:, None] - torch.tensor(CENTRES)) ** 2) / 0.5)
+        blocks = [torch.zeros(len(atoms), len(CENTRES), dtype=torch.float64).index_add(
+            0, i, radial * m.to(torch.float64)[:, None]) for m in (is_s[j], ~is_s[j])]
+        return DifferentiableOutput(positions, energy, torch.cat(blocks, dim=1), atoms.numbers.astype(np.int64))
+
+    def calculator(self) -> Calculator:
+        return ToyCalculator(self)
+
+
+class ToyCalculator(Calculator):
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, backbone: ToyBackbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        out = self.backbone.forward_differentiable(self.atoms)
+        (grad,) = torch.autograd.grad(out.energy, out.positions)
+        energy = float(out.energy.detach())
+        self.results = {"energy": energy, "free_energy": energy, "forces": -grad.numpy().copy()}
+
+
+def toy_problem(n_sulfur: int = 2, repeat: int = 2, metal: str = "Cu", **changes) -> SearchProblem:
+    """n S on a protocol-v1 metal(111) repeat x repeat slab, bottom layer fixed."""
+    fields = dict(name=f"toy-{metal.lower()}-s{n_sulfur}-{repeat}x{repeat}", description="test problem",
+                  protocol=PROTOCOL_NAME, metal=metal, surface_cell=(repeat, repeat), layers=3, fixed_layers=1,
+                  vacuum=6.0, composition=(("S", n_sulfur),), height_range=(1.2, 3.2),
+                  min_distances=tuple(sorted({(tuple(sorted((metal, metal))), 2.2), (tuple(sorted((metal, "S"))), 1.8),
+                                              (("S", "S"), 1.8)})))
+    fields.update(changes)
+    return SearchProblem(**fields)
+
+
+def test_toy_forces_are_minus_energy_gradient():
+    atoms = toy_problem().template() + Atoms("S2", positions=[[1.0, 1.0, 13.0], [2.9, 1.2, 13.4]])
+    atoms.pbc = True
+    calc = ToyBackbone().calculator()
+    atoms.calc = calc
+    forces = atoms.get_forces(apply_constraint=False)
+    h = 1e-5
+    for index in (len(atoms) - 1, 5):
+        for k in range(3):
+            shifted = []
+            for sign in (1, -1):
+                probe = atoms.copy()
+                probe.positions[index, k] += sign * h
+                probe.calc = calc
+                shifted.append(probe.get_potential_energy())
+            assert forces[index, k] == pytest.approx(-(shifted[0] - shifted[1]) / (2 * h), abs=1e-5)
+
+
+def test_toy_binds_sulfur_to_metal_and_to_sulfur():
+    backbone = ToyBackbone()
+    slab = toy_problem().template()
+    slab.pbc = True
+    far = slab + Atoms("S2", positions=[[1.0, 1.0, 30.0], [1.0, 1.0, 36.0]])
+    far.cell[2, 2] = 60.0
+    near = slab.copy() + Atoms("S2", positions=[[1.0, 1.0, 12.6], [3.0, 1.0, 12.6]])
+    energy = lambda a: float(backbone.forward_differentiable(a).energy)  # noqa: E731
+    assert energy(near) < energy(far) - 1.0
+    dimer = Atoms("S2", positions=[[0, 0, 0], [2.05, 0, 0]], cell=[20, 20, 20], pbc=True)
+    apart = Atoms("S2", positions=[[0, 0, 0], [4.0, 0, 0]], cell=[20, 20, 20], pbc=True)
+    assert energy(dimer) == pytest.approx(float(_morse(("S", "S"), torch.tensor([2.05], dtype=torch.float64))[0]), abs=1e-12)
+    assert energy(dimer) < energy(apart) - 0.5
