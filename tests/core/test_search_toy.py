@@ -6,6 +6,8 @@ itself (forces are −dE/dx), so the search tests stand on a sound potential.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -28,7 +30,7 @@ CENTRES = np.linspace(1.8, 4.2, 5)
 class ToyCard:
     name = "toy-morse"
     cutoff = CUTOFF
-    weights_sha256 = "7" * 64
+    weights_sha256 = hashlib.sha256(b"toy-morse").hexdigest()
     embedding_width = 2 * len(CENTRES)
     embedding_layer = "radial sums"
     environment = "none"
@@ -38,29 +40,47 @@ class StopSearch(RuntimeError):
     """Raised by the toy calculator to simulate a search killed mid-run."""
 
 
-def _morse(kind: tuple[str, str], r: "torch.Tensor") -> "torch.Tensor":
-    """Shifted-force Morse: V(r) − V(rc) − (r − rc) V'(rc), so energy and force vanish at the cutoff."""
+def _morse_terms(kind: tuple[str, str]) -> tuple[float, float, float, float, float]:
     depth, r0, a = MORSE[kind]
     ec = np.exp(-a * (CUTOFF - r0))
-    vc, dvc = depth * ((1 - ec) ** 2 - 1), 2 * depth * a * (1 - ec) * ec
-    return depth * ((1 - torch.exp(-a * (r - r0))) ** 2 - 1) - vc - (r - CUTOFF) * dvc
+    return depth, r0, a, depth * ((1 - ec) ** 2 - 1), 2 * depth * a * (1 - ec) * ec
 
 
-def _pairs(positions: "torch.Tensor", atoms: Atoms) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
-    """(i, j, r) of every pair within the cutoff, periodic images up to 2 cells away in-plane (and 1 along z);
-    the pairs are found in NumPy, their distances computed in torch (connected to ``positions``)."""
+def _morse(kind: tuple[str, str], r):
+    """Shifted-force Morse: V(r) − V(rc) − (r − rc) V'(rc), so energy and force vanish at the cutoff.
+    ``r`` a NumPy array or a torch tensor."""
+    depth, r0, a, vc, dvc = _morse_terms(kind)
+    exp = torch.exp if isinstance(r, torch.Tensor) else np.exp
+    return depth * ((1 - exp(-a * (r - r0))) ** 2 - 1) - vc - (r - CUTOFF) * dvc
+
+
+def _morse_derivative(kind: tuple[str, str], r: np.ndarray) -> np.ndarray:
+    depth, r0, a, _, dvc = _morse_terms(kind)
+    e = np.exp(-a * (r - r0))
+    return 2 * depth * a * (1 - e) * e - dvc
+
+
+def _pairs(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, offset vector) of every pair within the cutoff, images up to 2 cells in-plane and 1 along z."""
     shifts = np.array([(a, b, c) for a in range(-2, 3) for b in range(-2, 3) for c in (-1, 0, 1)], float)
     offsets = shifts @ atoms.cell.array
     vectors = atoms.positions[None, :, None, :] + offsets[None, None] - atoms.positions[:, None, None, :]
     distance = np.linalg.norm(vectors, axis=-1)
     i, j, image = np.nonzero((distance < CUTOFF) & (distance > 1e-8))
-    i, j = torch.as_tensor(i), torch.as_tensor(j)
-    r = (positions[j] + torch.as_tensor(offsets[image]) - positions[i]).norm(dim=1)
-    return i, j, r
+    return i, j, offsets[image]
+
+
+def _kinds(numbers: np.ndarray, i: np.ndarray, j: np.ndarray):
+    is_s = numbers == 16
+    return ((("S", "S"), is_s[i] & is_s[j]), (("M", "S"), is_s[i] != is_s[j]), (("M", "M"), ~is_s[i] & ~is_s[j]))
 
 
 class ToyBackbone(Backbone):
-    """Morse pair potential on any metal (``M``) and S; counts force calls; can stop after N of them."""
+    """Morse pair potential on any metal (``M``) and S; counts its force calls and can stop after N of them.
+
+    ``calculator()`` evaluates it in NumPy with analytic forces (fast, the bare path);
+    ``forward_differentiable`` in torch (the Δ path); a test below checks that they agree.
+    """
 
     def __init__(self, fail_after: int | None = None, supported: tuple[str, ...] = ("Cu", "Ag", "Au", "S")):
         self.card = ToyCard()
@@ -76,6 +96,22 @@ class ToyBackbone(Backbone):
         return EmbeddingMetadata(self.card.name, "none", "0", self.card.weights_sha256, "radial sums",
                                  self.card.embedding_width)
 
+    def count_call(self) -> None:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise StopSearch(f"stopped after {self.fail_after} force calls")
+
+    def energy_forces(self, atoms: Atoms) -> tuple[float, np.ndarray]:
+        self.count_call()
+        i, j, offsets = _pairs(atoms)
+        vectors = atoms.positions[j] + offsets - atoms.positions[i]
+        r = np.linalg.norm(vectors, axis=1)
+        energy, forces = 0.0, np.zeros((len(atoms), 3))
+        for kind, mask in _kinds(atoms.numbers, i, j):
+            energy += 0.5 * _morse(kind, r[mask]).sum()
+            np.add.at(forces, i[mask], (_morse_derivative(kind, r[mask]) / r[mask])[:, None] * vectors[mask])
+        return float(energy), forces
+
     def _embed_batch(self, structures, forces):
         out = []
         for atoms in structures:
@@ -84,20 +120,18 @@ class ToyBackbone(Backbone):
         return out
 
     def forward_differentiable(self, atoms: Atoms) -> DifferentiableOutput:
-        self.calls += 1
-        if self.fail_after is not None and self.calls > self.fail_after:
-            raise StopSearch(f"stopped after {self.fail_after} force calls")
+        self.count_call()
+        i, j, offsets = _pairs(atoms)
         positions = torch.tensor(atoms.positions, dtype=torch.float64, requires_grad=True)
-        i, j, r = _pairs(positions, atoms)
-        is_s = torch.tensor(atoms.numbers == 16)
+        ti, tj = torch.as_tensor(i), torch.as_tensor(j)
+        r = (positions[tj] + torch.as_tensor(offsets) - positions[ti]).norm(dim=1)
         energy = torch.zeros((), dtype=torch.float64)
-        for kind, mask in ((("S", "S"), is_s[i] & is_s[j]), (("M", "S"), is_s[i] != is_s[j]),
-                           (("M", "M"), ~is_s[i] & ~is_s[j])):
-            if mask.any():
-                energy = energy + 0.5 * _morse(kind, r[mask]).sum()
+        for kind, mask in _kinds(atoms.numbers, i, j):
+            energy = energy + 0.5 * _morse(kind, r[torch.as_tensor(mask)]).sum()
         radial = torch.exp(-((r[:, None] - torch.tensor(CENTRES)) ** 2) / 0.5)
-        blocks = [torch.zeros(len(atoms), len(CENTRES), dtype=torch.float64).index_add(
-            0, i, radial * m.to(torch.float64)[:, None]) for m in (is_s[j], ~is_s[j])]
+        is_s = torch.as_tensor(atoms.numbers[j] == 16, dtype=torch.float64)[:, None]
+        blocks = [torch.zeros(len(atoms), len(CENTRES), dtype=torch.float64).index_add(0, ti, radial * m)
+                  for m in (is_s, 1 - is_s)]
         return DifferentiableOutput(positions, energy, torch.cat(blocks, dim=1), atoms.numbers.astype(np.int64))
 
     def calculator(self) -> Calculator:
@@ -113,10 +147,8 @@ class ToyCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        out = self.backbone.forward_differentiable(self.atoms)
-        (grad,) = torch.autograd.grad(out.energy, out.positions)
-        energy = float(out.energy.detach())
-        self.results = {"energy": energy, "free_energy": energy, "forces": -grad.numpy().copy()}
+        energy, forces = self.backbone.energy_forces(self.atoms)
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces}
 
 
 def toy_problem(n_sulfur: int = 2, repeat: int = 2, metal: str = "Cu", **changes) -> SearchProblem:
@@ -148,6 +180,18 @@ def test_toy_forces_are_minus_energy_gradient():
             assert forces[index, k] == pytest.approx(-(shifted[0] - shifted[1]) / (2 * h), abs=1e-5)
 
 
+def test_toy_numpy_and_torch_paths_agree():
+    backbone = ToyBackbone()
+    atoms = toy_problem().template() + Atoms("S2", positions=[[1.0, 1.0, 12.9], [2.9, 1.2, 13.4]])
+    atoms.pbc = True
+    energy, forces = backbone.energy_forces(atoms)
+    out = backbone.forward_differentiable(atoms)
+    (grad,) = torch.autograd.grad(out.energy, out.positions)
+    assert energy == pytest.approx(float(out.energy.detach()), abs=1e-10)
+    np.testing.assert_allclose(forces, -grad.numpy(), atol=1e-10)
+    assert backbone.calls == 2
+
+
 def test_toy_binds_sulfur_to_metal_and_to_sulfur():
     backbone = ToyBackbone()
     slab = toy_problem().template()
@@ -155,9 +199,9 @@ def test_toy_binds_sulfur_to_metal_and_to_sulfur():
     far = slab + Atoms("S2", positions=[[1.0, 1.0, 30.0], [1.0, 1.0, 36.0]])
     far.cell[2, 2] = 60.0
     near = slab.copy() + Atoms("S2", positions=[[1.0, 1.0, 12.6], [3.0, 1.0, 12.6]])
-    energy = lambda a: float(backbone.forward_differentiable(a).energy)  # noqa: E731
+    energy = lambda a: float(backbone.forward_differentiable(a).energy.detach())  # noqa: E731
     assert energy(near) < energy(far) - 1.0
     dimer = Atoms("S2", positions=[[0, 0, 0], [2.05, 0, 0]], cell=[20, 20, 20], pbc=True)
     apart = Atoms("S2", positions=[[0, 0, 0], [4.0, 0, 0]], cell=[20, 20, 20], pbc=True)
-    assert energy(dimer) == pytest.approx(float(_morse(("S", "S"), torch.tensor([2.05], dtype=torch.float64))[0]), abs=1e-12)
+    assert energy(dimer) == pytest.approx(float(_morse(("S", "S"), np.array([2.05]))[0]), abs=1e-12)
     assert energy(dimer) < energy(apart) - 0.5

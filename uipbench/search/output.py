@@ -91,7 +91,9 @@ def plot_best_minima(path: Path, minima: list[Minimum], n_slab: int, title: str)
     shown = minima[:N_PICTURED]
     fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.0 * max(len(shown), 1), 3.2), squeeze=False)
     for ax, (rank, m) in zip(axes[0], enumerate(shown, start=1)):
-        plot_atoms(m.atoms, ax, rotation="0x,0y,0z", radii=0.6)
+        shown_atoms = m.atoms.copy()
+        shown_atoms.wrap()
+        plot_atoms(shown_atoms, ax, rotation="0x,0y,0z", radii=0.6)
         ax.set_title(f"#{rank}  +{m.energy - shown[0].energy:.3f} eV\n"
                      f"{adsorbate_bonds(m.atoms, n_slab)} adsorbate bond(s), found {len(m.hits)}x", fontsize=8)
         ax.set_axis_off()

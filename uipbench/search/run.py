@@ -50,10 +50,18 @@ def _versions(backbone: Any) -> dict[str, str]:
     return {**versions, **getattr(backbone.metadata(), "versions", {})}
 
 
+def _figures(out: Path, problem: SearchProblem, backbone: str, corrected: bool, settings: SearchSettings,
+             evaluations: list[Evaluation], minima: list[Minimum], n_slab: int) -> None:
+    title = f"{problem.name}, {backbone}{' + Δ' if corrected else ''}, {settings.algorithm}, seed {settings.seed}"
+    plot_best_vs_evaluations(out / "best_vs_evaluations.png", evaluations, title)
+    plot_best_minima(out / "best_minima.png", minima, n_slab, title)
+
+
 def search_to_folder(problem: SearchProblem, backbone: Any, delta: Any = None, *, budget: int,
                      settings: SearchSettings = SearchSettings(), out: str | Path,
-                     progress: bool = True) -> SearchSummary:
-    """Run (or resume) a search whose every finished relaxation is kept in ``out``."""
+                     progress: bool = True, figures: bool = True) -> SearchSummary:
+    """Run (or resume) a search whose every finished relaxation is kept in ``out``; ``figures=False``
+    skips the two pictures (a loop that runs many searches may want only the minima)."""
     start = time.perf_counter()
     if budget < 1:
         raise ValueError(f"budget must be at least 1 evaluation, got {budget}")
@@ -72,10 +80,8 @@ def search_to_folder(problem: SearchProblem, backbone: Any, delta: Any = None, *
                   "delta_sha256": folder.identity["delta_sha256"], "algorithm": settings.algorithm,
                   "seed": settings.seed}
     write_minima(folder.path, minima, n_slab, provenance)
-    title = f"{problem.name}, {meta.backbone}{' + Δ' if delta is not None else ''}, {settings.algorithm}, " \
-            f"seed {settings.seed}"
-    plot_best_vs_evaluations(folder.path / "best_vs_evaluations.png", evaluations, title)
-    plot_best_minima(folder.path / "best_minima.png", minima, n_slab, title)
+    if figures:
+        _figures(folder.path, problem, meta.backbone, delta is not None, settings, evaluations, minima, n_slab)
     folder.write_summary({
         "budget": budget, "status": "finished", "evaluations": len(evaluations), "distinct_minima": len(minima),
         "best_energy": minima[0].energy, "best_evaluation": minima[0].evaluation,
