@@ -162,6 +162,18 @@ def toy_problem(n_sulfur: int = 2, repeat: int = 2, metal: str = "Cu", **changes
     return SearchProblem(**fields)
 
 
+def toy_delta_model() -> "DeltaGPR":
+    """A Δ-model on the toy's embedding, fitted on random toy candidates of Cu + S (made-up residuals)."""
+    from uipbench.delta import DeltaGPR
+    from uipbench.search.candidates import CandidateGenerator
+    from uipbench.search.engine import rng_for
+
+    generator = CandidateGenerator(toy_problem())
+    structures = [generator.random(rng_for(7, k, 0)) for k in range(8)]
+    residual = np.array([0.1 * a.positions[12:, 2].mean() - 1.0 for a in structures])
+    return DeltaGPR("atomic", random_state=0).fit(ToyBackbone().embed(structures).structures, residual)
+
+
 def test_toy_forces_are_minus_energy_gradient():
     atoms = toy_problem().template() + Atoms("S2", positions=[[1.0, 1.0, 13.0], [2.9, 1.2, 13.4]])
     atoms.pbc = True

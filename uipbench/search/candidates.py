@@ -23,8 +23,9 @@ from ase.data import atomic_numbers
 
 from .problem import SearchProblem
 
-#: draws StartGenerator may make for one candidate before the problem counts as unplaceable
-MAX_PLACEMENT_DRAWS = 20_000
+#: draws StartGenerator may make for one candidate before the problem counts as unplaceable (a 3x3
+#: problem with 3-4 S needs about 6 ms for a candidate, a failed one about 1 s at 0.25 ms a draw)
+MAX_PLACEMENT_DRAWS = 4_000
 #: basin-hopping moves drawn before one that respects the constraints; then a fresh random start
 MAX_MOVE_DRAWS = 200
 
