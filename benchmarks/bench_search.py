@@ -1,0 +1,161 @@
+"""What a search spends its time on: relaxations.  Ratios side by side, on the same candidates.
+
+Runs inside a backbone's environment (the differentiable path needs the package in-process):
+
+    .venvs/chgnet/bin/python benchmarks/bench_search.py --backbone chgnet-0.3.0 --problem cu-s3-3x3
+
+1. fits a Δ-GPR (``atomic``, sparse) on the backbone's embeddings of all shipped data;
+2. draws ``--candidates`` random candidates of the problem (the search's own generator, seeds 0..K-1);
+3. relaxes each of them, one at a time, with ASE BFGS (fmax 0.05 eV/Å, as ``uipbench search``) using
+   (a) the package's ASE calculator (what a raw search uses), (b) ``DeltaCalculator`` (what a
+   Δ search uses) and (c) the bare backbone on the same differentiable path as (b), no Δ;
+4. relaxes the same candidates with FIRE, one at a time with the package calculator and ASE's
+   FIRE, and all together with one batched forward per step (``uipbench.search.batched``).
+Reports CPU seconds per relaxation and per force call, steps per relaxation, relaxed candidates per
+CPU-minute, and the ratios.  Results: ``reports/benchmarks/search.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ase.calculators.calculator import Calculator, all_changes
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def fit_delta(backbone: Any, systems: list[str]) -> tuple[Any, dict[str, Any]]:
+    import numpy as np
+
+    import uipbench.datasets as ds
+    from uipbench.cache import EmbeddingCache, cached_embed
+    from uipbench.delta import DeltaGPR
+
+    structures = [a for system in systems for a in ds.load(system)]
+    start = time.perf_counter()
+    batch = cached_embed(backbone, structures, EmbeddingCache())
+    embed_seconds = time.perf_counter() - start
+    residual = np.array([a.get_potential_energy() for a in structures]) - batch.energies
+    start = time.perf_counter()
+    delta = DeltaGPR("atomic", sparse=True, random_state=0).fit(batch.structures, residual)
+    return delta, {"systems": systems, "structures": len(structures), "atoms": int(sum(len(a) for a in structures)),
+                   "aggregation": "atomic", "sparse": bool(delta.sparse_), "inducing": int(len(delta.support_)),
+                   "embed_seconds": embed_seconds, "fit_seconds": time.perf_counter() - start}
+
+
+class DifferentiableCalculator(Calculator):
+    """The bare backbone through ``forward_differentiable`` (forces by autograd), as DeltaCalculator runs it."""
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, backbone: Any):
+        super().__init__()
+        self.backbone = backbone
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        import torch
+
+        super().calculate(atoms, properties, system_changes)
+        out = self.backbone.forward_differentiable(self.atoms)
+        (grad,) = torch.autograd.grad(out.energy, out.positions)
+        energy = float(out.energy.detach())
+        self.results = {"energy": energy, "free_energy": energy,
+                        "forces": -grad.detach().double().numpy().reshape(len(self.atoms), 3)}
+
+
+def summarise(relaxations: list[Any]) -> dict[str, Any]:
+    cpu = [r.cpu_seconds for r in relaxations]
+    steps = [r.steps for r in relaxations]
+    calls = sum(s + 1 for s in steps)  # one force call per step plus the final check
+    return {"relaxations": len(relaxations), "converged": sum(r.converged for r in relaxations),
+            "cpu_seconds_per_relaxation": statistics.fmean(cpu), "cpu_seconds_per_relaxation_each": cpu,
+            "wall_seconds_per_relaxation": statistics.fmean(r.wall_seconds for r in relaxations),
+            "steps_per_relaxation": statistics.fmean(steps), "steps_each": steps,
+            "cpu_seconds_per_force_call": sum(cpu) / calls,
+            "relaxed_per_cpu_minute": 60.0 * len(relaxations) / sum(cpu),
+            "energies": [r.energy for r in relaxations]}
+
+
+def one_by_one(candidates: list[Any], make_calculator: Callable[[], Any], optimizer: str) -> dict[str, Any]:
+    from uipbench.search.relax import RelaxSettings, relax
+
+    calculator = make_calculator()
+    return summarise([relax(c, calculator, RelaxSettings(optimizer=optimizer)) for c in candidates])
+
+
+def main() -> int:
+    import numpy as np
+    import torch
+
+    from uipbench.adapters.registry import load_backbone
+    from uipbench.delta import DeltaCalculator
+    from uipbench.search import load_problem
+    from uipbench.search.batched import backbone_energies_forces, relax_batched
+    from uipbench.search.candidates import CandidateGenerator
+    from uipbench.search.engine import rng_for
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backbone", default="chgnet-0.3.0")
+    parser.add_argument("--problem", default="cu-s3-3x3")
+    parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--systems", nargs="*", default=["cu-s", "ag-s", "au-s"])
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks" / "search.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+
+    backbone = load_backbone(args.backbone, in_process=True)
+    delta, delta_info = fit_delta(backbone, args.systems)
+    generator = CandidateGenerator(load_problem(args.problem))
+    candidates = [generator.random(rng_for(0, k, 0)) for k in range(args.candidates)]
+    for c in candidates:
+        c.pbc = True
+
+    methods: dict[str, dict[str, Any]] = {}
+    methods["bfgs_package_calculator"] = one_by_one(candidates, backbone.calculator, "BFGS")
+    methods["bfgs_delta_calculator"] = one_by_one(candidates, lambda: DeltaCalculator(backbone, delta), "BFGS")
+    methods["bfgs_bare_differentiable"] = one_by_one(candidates, lambda: DifferentiableCalculator(backbone), "BFGS")
+    methods["fire_package_calculator"] = one_by_one(candidates, backbone.calculator, "FIRE")
+    methods["fire_batched"] = summarise(relax_batched(candidates, backbone_energies_forces(backbone)))
+
+    def ratio(a: str, b: str, key: str) -> float:
+        return methods[a][key] / methods[b][key]
+
+    result = {
+        "backbone": args.backbone, "problem": args.problem, "atoms": len(candidates[0]),
+        "candidates": args.candidates, "torch_threads": args.threads, "fmax": 0.05,
+        "machine": f"{os.cpu_count()} cores, shared (a DFT run and other jobs); load average "
+                   f"{load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
+        "delta_model": delta_info,
+        "ratios": {
+            "delta_over_package_cpu_per_relaxation": ratio("bfgs_delta_calculator", "bfgs_package_calculator",
+                                                           "cpu_seconds_per_relaxation"),
+            "delta_over_package_cpu_per_force_call": ratio("bfgs_delta_calculator", "bfgs_package_calculator",
+                                                           "cpu_seconds_per_force_call"),
+            "delta_over_bare_differentiable_cpu_per_force_call": ratio(
+                "bfgs_delta_calculator", "bfgs_bare_differentiable", "cpu_seconds_per_force_call"),
+            "batched_fire_over_one_by_one_fire_throughput": ratio("fire_batched", "fire_package_calculator",
+                                                                  "relaxed_per_cpu_minute"),
+            "batched_fire_over_one_by_one_bfgs_throughput": ratio("fire_batched", "bfgs_package_calculator",
+                                                                  "relaxed_per_cpu_minute"),
+        },
+        "methods": methods,
+        "energy_spread_bfgs_vs_batched_fire_ev": float(np.max(np.abs(
+            np.array(methods["bfgs_package_calculator"]["energies"]) - np.array(methods["fire_batched"]["energies"])))),
+    }
+    print(json.dumps(result["ratios"], indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
