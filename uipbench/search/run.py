@@ -67,7 +67,8 @@ def search_to_folder(problem: SearchProblem, backbone: Any, delta: Any = None, *
         raise ValueError(f"budget must be at least 1 evaluation, got {budget}")
     template = check_inputs(problem, backbone, delta)
     meta = backbone.metadata()
-    folder = SearchFolder(out, identity(problem.to_dict(), meta.backbone, meta.weights_sha256, delta_sha256(delta),
+    card = {k: v for k, v in problem.to_dict().items() if k != "description"}  # prose may change, the search not
+    folder = SearchFolder(out, identity(card, meta.backbone, meta.weights_sha256, delta_sha256(delta),
                                         settings.to_dict()))
     done = folder.load()
     folder.start(budget)
