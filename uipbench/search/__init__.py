@@ -8,15 +8,25 @@
 * :mod:`.store`, :mod:`.output`, :mod:`.run` – the resumable output folder of ``uipbench search``;
 * :mod:`.command` – the command line.
 """
-from .checks import SearchInputError, check_inputs
-from .engine import ALGORITHMS, Evaluation, SearchSettings, search
-from .minima import E_TOL, F_TOL, Minimum, distinct_minima, fingerprint, fingerprint_distance
-from .problem import ProblemError, SearchProblem, all_problems, load_problem
-from .relax import RelaxSettings, relax
-from .run import SearchSummary, search_to_folder
-from .store import SearchFolderError
+from importlib import import_module
+from typing import Any
 
-__all__ = ["ALGORITHMS", "E_TOL", "F_TOL", "Evaluation", "Minimum", "ProblemError", "RelaxSettings",
-           "SearchFolderError", "SearchInputError", "SearchProblem", "SearchSettings", "SearchSummary",
-           "all_problems", "check_inputs", "distinct_minima", "fingerprint", "fingerprint_distance",
-           "load_problem", "relax", "search", "search_to_folder"]
+#: public name -> module that defines it; imported on first use, so ``uipbench search --help`` stays light
+_EXPORTS = {
+    "SearchInputError": "checks", "check_inputs": "checks",
+    "ALGORITHMS": "engine", "Evaluation": "engine", "SearchSettings": "engine", "search": "engine",
+    "E_TOL": "minima", "F_TOL": "minima", "Minimum": "minima", "distinct_minima": "minima",
+    "fingerprint": "minima", "fingerprint_distance": "minima",
+    "ProblemError": "problem", "SearchProblem": "problem", "all_problems": "problem", "load_problem": "problem",
+    "RelaxSettings": "relax",  # the function relax() is uipbench.search.relax.relax (the module owns the name)
+    "SearchSummary": "run", "search_to_folder": "run",
+    "SearchFolderError": "store",
+    "relax_batched": "batched",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
