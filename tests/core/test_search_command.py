@@ -32,13 +32,17 @@ def test_budget_must_be_positive(capsys, tmp_path):
     assert code == 2 and "--budget must be at least 1" in err
 
 
-def test_delta_of_another_backbone_is_refused_before_the_backbone_starts(capsys, tmp_path, monkeypatch):
-    delta = toy_delta_model()
-    save(delta, tmp_path / "sevennet-delta", "sevennet-0", "1" * 64)
+@pytest.mark.parametrize("backbone, sha, message", [
+    ("sevennet-0", "1" * 64, "fitted on backbone 'sevennet-0', not 'chgnet-0.3.0'"),
+    ("chgnet-0.3.0", "0" * 64, "refit it for these weights"),
+])
+def test_delta_of_another_backbone_or_weights_is_refused_before_the_backbone_starts(capsys, tmp_path, monkeypatch,
+                                                                                     backbone, sha, message):
+    save(toy_delta_model(), tmp_path / "delta", backbone, sha)
     monkeypatch.setattr(command, "_in_backbone_env", lambda *a: pytest.fail("the backbone environment was started"))
-    code, err = _run(capsys, "cu-s3-3x3", "--backbone", "chgnet-0.3.0", "--delta", str(tmp_path / "sevennet-delta"),
+    code, err = _run(capsys, "cu-s3-3x3", "--backbone", "chgnet-0.3.0", "--delta", str(tmp_path / "delta"),
                      "--budget", "1", "--out", str(tmp_path / "o"))
-    assert code == 2 and "fitted on backbone 'sevennet-0', not 'chgnet-0.3.0'" in err
+    assert code == 2 and message in err
     assert not (tmp_path / "o").exists()
 
 

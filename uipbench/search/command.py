@@ -79,11 +79,13 @@ def _in_backbone_env(card, args: argparse.Namespace) -> int:
     return subprocess.run([str(spec.python), "-m", "uipbench.search.command", *_argv(args)], env=env).returncode
 
 
-def _precheck_delta(card, path: Path) -> None:
-    """Provenance of a saved Δ-model against the card, without loading the backbone."""
+def _precheck_delta(card, path: Path, weights: str | None) -> None:
+    """Provenance of a saved Δ-model against the card (and its sha256 unless other weights are chosen),
+    without loading the backbone."""
     from ..delta.io import load
 
-    load(path, expect_backbone=card.name, expect_sha256=None if card.local_weights() else card.weights_sha256)
+    other_weights = card.local_weights(weights) is not None
+    load(path, expect_backbone=card.name, expect_sha256=None if other_weights else card.weights_sha256)
 
 
 def _set_threads(n: int) -> None:
@@ -111,7 +113,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--budget must be at least 1, got {args.budget}")
     card = get_card(args.backbone)
     if args.delta:
-        _precheck_delta(card, args.delta)
+        _precheck_delta(card, args.delta, args.weights)
     if not importable_here(card):
         return _in_backbone_env(card, args)
     from ..delta.io import load
