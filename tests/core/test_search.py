@@ -107,7 +107,8 @@ def test_resume_after_kill_gives_the_uninterrupted_search(tmp_path, algorithm):
     assert again.calls == counter.calls - first_two.calls  # nothing finished is relaxed again
     _same(whole.evaluations, resumed.evaluations)
     assert [(m.energy, m.hits) for m in whole.minima] == [(m.energy, m.hits) for m in resumed.minima]
-    assert (tmp_path / "whole" / "minima.csv").read_text() == (tmp_path / "resumed" / "minima.csv").read_text()
+    for name in ("minima.csv", "minima.extxyz"):
+        assert (tmp_path / "whole" / name).read_text() == (tmp_path / "resumed" / name).read_text()
 
 
 def test_larger_budget_extends_and_other_settings_are_refused(tmp_path):

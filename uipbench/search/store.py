@@ -70,6 +70,7 @@ def evaluation_to_dict(record: Evaluation) -> dict[str, Any]:
                                             "cpu_seconds", "wall_seconds", "move", "parent", "accepted")}
     data["atoms"] = {"numbers": atoms.numbers.tolist(), "positions": atoms.positions.tolist(),
                      "cell": atoms.cell.array.tolist(), "pbc": atoms.pbc.tolist(), "fixed": fixed,
+                     "tags": atoms.get_tags().tolist(),
                      "info": {k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float))}}
     return data
 
@@ -78,7 +79,7 @@ def evaluation_from_dict(data: dict[str, Any]) -> Evaluation:
     from ase.constraints import FixAtoms
 
     a = data["atoms"]
-    atoms = Atoms(numbers=a["numbers"], positions=a["positions"], cell=a["cell"], pbc=a["pbc"])
+    atoms = Atoms(numbers=a["numbers"], positions=a["positions"], cell=a["cell"], pbc=a["pbc"], tags=a["tags"])
     atoms.set_constraint(FixAtoms(indices=a["fixed"]))
     atoms.info.update(a["info"])
     fields = {k: data[k] for k in ("index", "energy", "energy_std", "steps", "converged", "max_force",
