@@ -9,8 +9,11 @@ Runs inside a backbone's environment (the differentiable path needs the package 
 3. relaxes each of them, one at a time, with ASE BFGS (fmax 0.05 eV/Å, as ``uipbench search``) using
    (a) the package's ASE calculator (what a raw search uses), (b) ``DeltaCalculator`` (what a
    Δ search uses) and (c) the bare backbone on the same differentiable path as (b), no Δ;
-4. relaxes the same candidates with FIRE, one at a time with the package calculator and ASE's
-   FIRE, and all together with one batched forward per step (``uipbench.search.batched``).
+4. relaxes the same candidates with FIRE: one at a time with ASE's FIRE (package calculator, and the
+   differentiable path of (c)), and all together with one batched forward per step
+   (``uipbench.search.batched``; the batched forward is the adapter's ``embed(forces=True)``, the
+   same model path as (c), so batched over (c)-one-by-one isolates what batching itself gains).
+The one-by-one methods take turns candidate by candidate; times are process CPU seconds.
 Reports CPU seconds per relaxation and per force call, steps per relaxation, relaxed candidates per
 CPU-minute, and the ratios.  Results: ``reports/benchmarks/search.json``.
 """
@@ -83,15 +86,45 @@ def summarise(relaxations: list[Any]) -> dict[str, Any]:
             "energies": [r.energy for r in relaxations]}
 
 
-def one_by_one(candidates: list[Any], make_calculator: Callable[[], Any], optimizer: str) -> dict[str, Any]:
+def one_by_one(candidates: list[Any], methods: dict[str, tuple[Callable[[], Any], str]]) -> dict[str, dict[str, Any]]:
+    """Each method (calculator factory, optimizer) relaxes every candidate; the methods take turns candidate by
+    candidate, so a change in the machine's load during the run hits all of them alike."""
     from uipbench.search.relax import RelaxSettings, relax
 
-    calculator = make_calculator()
-    return summarise([relax(c, calculator, RelaxSettings(optimizer=optimizer)) for c in candidates])
+    calculators = {name: make() for name, (make, _) in methods.items()}
+    done: dict[str, list[Any]] = {name: [] for name in methods}
+    for candidate in candidates:
+        for name, (_, optimizer) in methods.items():
+            done[name].append(relax(candidate, calculators[name], RelaxSettings(optimizer=optimizer)))
+    return {name: summarise(relaxations) for name, relaxations in done.items()}
+
+
+#: (name, numerator method, denominator method, quantity)
+RATIOS = (
+    ("delta_over_package_cpu_per_relaxation", "bfgs_delta_calculator", "bfgs_package_calculator",
+     "cpu_seconds_per_relaxation"),
+    ("delta_over_package_cpu_per_force_call", "bfgs_delta_calculator", "bfgs_package_calculator",
+     "cpu_seconds_per_force_call"),
+    ("delta_over_bare_differentiable_cpu_per_relaxation", "bfgs_delta_calculator", "bfgs_bare_differentiable",
+     "cpu_seconds_per_relaxation"),
+    ("delta_over_bare_differentiable_cpu_per_force_call", "bfgs_delta_calculator", "bfgs_bare_differentiable",
+     "cpu_seconds_per_force_call"),
+    ("bare_differentiable_over_package_cpu_per_force_call", "bfgs_bare_differentiable", "bfgs_package_calculator",
+     "cpu_seconds_per_force_call"),
+    ("batched_fire_over_one_by_one_fire_throughput", "fire_batched", "fire_bare_differentiable",
+     "relaxed_per_cpu_minute"),
+    ("batched_fire_over_one_by_one_fire_package_calculator_throughput", "fire_batched", "fire_package_calculator",
+     "relaxed_per_cpu_minute"),
+    ("batched_fire_over_one_by_one_bfgs_package_calculator_throughput", "fire_batched", "bfgs_package_calculator",
+     "relaxed_per_cpu_minute"),
+)
+
+
+def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, float]:
+    return {name: methods[a][key] / methods[b][key] for name, a, b, key in RATIOS if a in methods and b in methods}
 
 
 def main() -> int:
-    import numpy as np
     import torch
 
     from uipbench.adapters.registry import load_backbone
@@ -119,38 +152,20 @@ def main() -> int:
     for c in candidates:
         c.pbc = True
 
-    methods: dict[str, dict[str, Any]] = {}
-    methods["bfgs_package_calculator"] = one_by_one(candidates, backbone.calculator, "BFGS")
-    methods["bfgs_delta_calculator"] = one_by_one(candidates, lambda: DeltaCalculator(backbone, delta), "BFGS")
-    methods["bfgs_bare_differentiable"] = one_by_one(candidates, lambda: DifferentiableCalculator(backbone), "BFGS")
-    methods["fire_package_calculator"] = one_by_one(candidates, backbone.calculator, "FIRE")
+    methods = one_by_one(candidates, {
+        "bfgs_package_calculator": (backbone.calculator, "BFGS"),
+        "bfgs_delta_calculator": (lambda: DeltaCalculator(backbone, delta), "BFGS"),
+        "bfgs_bare_differentiable": (lambda: DifferentiableCalculator(backbone), "BFGS"),
+        "fire_package_calculator": (backbone.calculator, "FIRE"),
+        "fire_bare_differentiable": (lambda: DifferentiableCalculator(backbone), "FIRE"),
+    })
     methods["fire_batched"] = summarise(relax_batched(candidates, backbone_energies_forces(backbone)))
 
-    def ratio(a: str, b: str, key: str) -> float:
-        return methods[a][key] / methods[b][key]
-
-    result = {
-        "backbone": args.backbone, "problem": args.problem, "atoms": len(candidates[0]),
-        "candidates": args.candidates, "torch_threads": args.threads, "fmax": 0.05,
-        "machine": f"{os.cpu_count()} cores, shared (a DFT run and other jobs); load average "
-                   f"{load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
-        "delta_model": delta_info,
-        "ratios": {
-            "delta_over_package_cpu_per_relaxation": ratio("bfgs_delta_calculator", "bfgs_package_calculator",
-                                                           "cpu_seconds_per_relaxation"),
-            "delta_over_package_cpu_per_force_call": ratio("bfgs_delta_calculator", "bfgs_package_calculator",
-                                                           "cpu_seconds_per_force_call"),
-            "delta_over_bare_differentiable_cpu_per_force_call": ratio(
-                "bfgs_delta_calculator", "bfgs_bare_differentiable", "cpu_seconds_per_force_call"),
-            "batched_fire_over_one_by_one_fire_throughput": ratio("fire_batched", "fire_package_calculator",
-                                                                  "relaxed_per_cpu_minute"),
-            "batched_fire_over_one_by_one_bfgs_throughput": ratio("fire_batched", "bfgs_package_calculator",
-                                                                  "relaxed_per_cpu_minute"),
-        },
-        "methods": methods,
-        "energy_spread_bfgs_vs_batched_fire_ev": float(np.max(np.abs(
-            np.array(methods["bfgs_package_calculator"]["energies"]) - np.array(methods["fire_batched"]["energies"])))),
-    }
+    result = {"backbone": args.backbone, "problem": args.problem, "atoms": len(candidates[0]),
+              "candidates": args.candidates, "torch_threads": args.threads, "fmax": 0.05,
+              "machine": f"{os.cpu_count()} cores, shared (a DFT run and other jobs); load average "
+                         f"{load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
+              "delta_model": delta_info, "ratios": ratios(methods), "methods": methods}
     print(json.dumps(result["ratios"], indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

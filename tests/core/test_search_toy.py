@@ -17,6 +17,7 @@ from ase.data import atomic_numbers
 
 from uipbench.adapters.base import Backbone, DifferentiableOutput, EmbeddingMetadata, StructureEmbedding
 from uipbench.datasets.protocol import PROTOCOL_NAME
+from uipbench.delta import DeltaGPR
 from uipbench.search import SearchProblem
 
 torch = pytest.importorskip("torch")
@@ -163,9 +164,8 @@ def toy_problem(n_sulfur: int = 2, repeat: int = 2, metal: str = "Cu", **changes
     return SearchProblem(**fields)
 
 
-def toy_delta_model() -> "DeltaGPR":
+def toy_delta_model() -> DeltaGPR:
     """A Δ-model on the toy's embedding, fitted on random toy candidates of Cu + S (made-up residuals)."""
-    from uipbench.delta import DeltaGPR
     from uipbench.search.candidates import CandidateGenerator
     from uipbench.search.engine import rng_for
 
