@@ -120,6 +120,16 @@ RATIOS = (
 )
 
 
+NOTES = (
+    "package_calculator: the package's own ASE calculator (Backbone.calculator(); for CHGNet its CHGNetCalculator, "
+    "which computes energy, forces, stress and magmoms every call)",
+    "bare_differentiable: the adapter's forward_differentiable with autograd forces (energy and forces only), "
+    "the path DeltaCalculator runs; delta_calculator adds the Δ-GPR and its σ to it",
+    "fire_batched: all candidates in one backbone.embed(forces=True) call per step (the differentiable path)",
+    "times: process CPU seconds (time.process_time), torch threads as given; force calls = steps + 1 per relaxation",
+)
+
+
 def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, float]:
     return {name: methods[a][key] / methods[b][key] for name, a, b, key in RATIOS if a in methods and b in methods}
 
@@ -165,7 +175,7 @@ def main() -> int:
               "candidates": args.candidates, "torch_threads": args.threads, "fmax": 0.05,
               "machine": f"{os.cpu_count()} cores, shared (a DFT run and other jobs); load average "
                          f"{load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
-              "delta_model": delta_info, "ratios": ratios(methods), "methods": methods}
+              "delta_model": delta_info, "notes": list(NOTES), "ratios": ratios(methods), "methods": methods}
     print(json.dumps(result["ratios"], indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
