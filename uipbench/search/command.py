@@ -20,8 +20,7 @@ _CHILD_VARIABLE = "UIPBENCH_SEARCH_IN_BACKBONE_ENV"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .engine import ALGORITHMS, BASIN_KT, BASIN_STEP
-    from .relax import FMAX, MAX_STEPS, OPTIMIZERS
+    from .defaults import ALGORITHMS, BASIN_KT, BASIN_STEP, FMAX, MAX_STEPS, OPTIMIZERS
 
     p = subparsers.add_parser("search", help="structure search with a backbone, raw or Δ-corrected (resumable)",
                               description="Structure search: constrained random candidates relaxed with the backbone "

@@ -29,10 +29,8 @@ from .checks import check_inputs
 from .problem import SearchProblem
 from .relax import RelaxSettings, relax
 
-ALGORITHMS = ("random", "basin")
-#: basin hopping: Metropolis temperature (eV) and adsorbate displacement radius (Å)
-BASIN_KT = 0.1
-BASIN_STEP = 1.5
+from .defaults import ALGORITHMS, BASIN_KT, BASIN_STEP  # noqa: F401  (re-exported)
+
 #: random streams of one evaluation
 _PROPOSE, _ACCEPT = 0, 1
 

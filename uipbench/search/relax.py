@@ -8,11 +8,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-#: optimizers a search may use (ASE's)
-OPTIMIZERS = ("BFGS", "FIRE")
-#: force threshold (eV/Å) and step cap of a relaxation
-FMAX = 0.05
-MAX_STEPS = 300
+from .defaults import FMAX, MAX_STEPS, OPTIMIZERS  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
