@@ -9,7 +9,7 @@ from uipbench.adapters.base import EmbeddingBatch, EmbeddingMetadata, StructureE
 from uipbench.delta import DeltaGPR, DeltaModelError, select_inducing
 from uipbench.delta import gpr as gpr_module
 from uipbench.delta.aggregation import Points, aggregate, structures_from_items
-from uipbench.delta.gpr import _ExactObjective, _SparseObjective
+from uipbench.delta.gpr import ExactObjective, SparseObjective
 from uipbench.delta.kernels import cholesky_jittered
 
 FIXED = dict(optimize=False, amplitude=0.1, length_scale=2.0, noise_level=1e-4)
@@ -91,9 +91,9 @@ def test_log_marginal_likelihood_gradient_matches_finite_differences(data, objec
     residual = train.y[:20] - train.y[:20].mean()
     same = objective.endswith("species")
     if objective.startswith("exact"):
-        fn = _ExactObjective(points, residual, same, 1e-10)
+        fn = ExactObjective(points, residual, same, 1e-10)
     else:
-        fn = _SparseObjective(points, residual, points.features[::4], points.species[::4] if same else None, 1e-10)
+        fn = SparseObjective(points, residual, points.features[::4], points.species[::4] if same else None, 1e-10)
     theta = np.log([0.3, 2.5, 0.05])
     _, grad = fn(theta)
     h = 1e-6
@@ -116,18 +116,18 @@ def objective_sizes(monkeypatch):
     """(kind, structures, points) of each exact / sparse likelihood objective built, in order."""
     sizes: list[tuple[str, int, int]] = []
 
-    class Exact(_ExactObjective):
+    class Exact(ExactObjective):
         def __init__(self, points, residual, *args):
             sizes.append(("exact", points.n_structures, points.n_points))
             super().__init__(points, residual, *args)
 
-    class Sparse(_SparseObjective):
+    class Sparse(SparseObjective):
         def __init__(self, points, residual, *args):
             sizes.append(("sparse", points.n_structures, points.n_points))
             super().__init__(points, residual, *args)
 
-    monkeypatch.setattr(gpr_module, "_ExactObjective", Exact)
-    monkeypatch.setattr(gpr_module, "_SparseObjective", Sparse)
+    monkeypatch.setattr(gpr_module, "ExactObjective", Exact)
+    monkeypatch.setattr(gpr_module, "SparseObjective", Sparse)
     return sizes
 
 

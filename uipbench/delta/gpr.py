@@ -29,13 +29,14 @@ hyperparameters.  On 1 000 structures (``global``, d = 64) the exact model's fit
 ~4.5× faster this way than with the likelihood optimised on all of them, and its held-out error is
 0.3% higher on average (at most 2%, 17 synthetic data sets; benchmarks/bench_delta.py).
 ``max_opt_points`` ≥ the number of points optimises on all data.
+
+This module is the estimator; the likelihood and its optimiser live in :mod:`.likelihood`, the
+choice of inducing points and likelihood subsets in :mod:`.selection`.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -48,9 +49,11 @@ from threadpoolctl import threadpool_limits
 
 from .aggregation import AGGREGATIONS, REDUCTIONS, Points, Structures, aggregate, aggregate_torch, \
     is_structure_list, structures_from_items
-from .kernels import KernelParams, Standardizer, cholesky_jittered, lower_inverse_from_cholesky, point_kernel, \
-    point_kernel_torch, rbf_from_sq_dist, self_kernel, solve_lower, species_mask, sq_dist, summed_kernel
+from .kernels import KernelParams, Standardizer, cholesky_jittered, point_kernel, \
+    point_kernel_torch, self_kernel, solve_lower, species_mask, sq_dist, summed_kernel
+from .likelihood import LOG_2PI, ExactObjective, optimise, sparse_solve, SparseObjective
 from .offset import fit_species_offset
+from .selection import select_inducing, structure_subset, subset_points
 
 if TYPE_CHECKING:
     import torch
@@ -60,8 +63,6 @@ EXACT_MAX_POINTS = 20_000
 #: ``max_opt_points=None``: kernel points on which the exact / the sparse model maximises its likelihood
 EXACT_OPT_POINTS = 500
 SPARSE_OPT_POINTS = 10_000
-_LOG_2PI = math.log(2.0 * math.pi)
-_FAILED = 1e300  # objective value reported where the kernel matrix cannot be factorised
 
 
 class DeltaModelError(ValueError):
@@ -69,244 +70,6 @@ class DeltaModelError(ValueError):
 
 
 # ----------------------------------------------------------------------------- objectives
-
-class _ExactObjective:
-    """Negative log marginal likelihood of exact GPR and its gradient in log-parameters.
-
-    ``C = A R + s I``.  The amplitude and noise derivatives need only ``α = C⁻¹ r`` and ``tr C⁻¹``
-    (``tr(C⁻¹ A R) = n − s tr C⁻¹``); the length scale one needs ``tr(C⁻¹ ∂R)``, taken from the lower
-    triangle of ``C⁻¹`` (LAPACK potri) without forming the full symmetric inverse or ``ααᵀ``.
-    """
-
-    def __init__(self, points: Points, residual: np.ndarray, same_species: bool, jitter: float):
-        self.d2 = sq_dist(points.features, points.features)
-        self.mask = species_mask(points.species, points.species) if same_species else None
-        self.summing = None if points.one_per_structure else points.summing_matrix()
-        self.r = residual
-        self.jitter = jitter
-
-    def _sum(self, K: np.ndarray) -> np.ndarray:
-        if self.summing is None:
-            return K
-        SK = self.summing @ K
-        return np.ascontiguousarray(np.asarray(self.summing @ SK.T).T)
-
-    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        p = KernelParams.from_theta(theta)
-        a, s, l2 = p.amplitude, p.noise_level, p.length_scale**2
-        R = rbf_from_sq_dist(self.d2, p.length_scale)
-        if self.mask is not None:
-            R *= self.mask
-        RD = self._sum(R * self.d2)  # l² ∂R/∂log l
-        C = self._sum(R)
-        C *= a
-        n = len(self.r)
-        C[np.diag_indices(n)] += s
-        try:
-            L, added = cholesky_jittered(C, self.jitter)
-            inv_lower = lower_inverse_from_cholesky(L)
-        except np.linalg.LinAlgError:
-            return _FAILED, np.zeros(3)
-        r = self.r
-        alpha = scipy.linalg.cho_solve((L, True), r, check_finite=False)
-        lml = -0.5 * r @ alpha - np.log(np.diag(L)).sum() - 0.5 * n * _LOG_2PI
-        diag_inv = np.diag(inv_lower)
-        tr_inv = float(diag_inv.sum())
-        aa = float(alpha @ alpha)
-        s_all = s + added  # the diagonal that was factorised
-        g_a = 0.5 * (r @ alpha - s_all * aa - (n - s_all * tr_inv))
-        g_s = 0.5 * s * (aa - tr_inv)
-        tr_rd = 2.0 * float(np.einsum("ij,ij->", inv_lower, RD)) - float(diag_inv @ np.diag(RD))
-        g_l = 0.5 * a / l2 * (alpha @ (RD @ alpha) - tr_rd)
-        return -lml, -np.array([g_a, g_l, g_s])
-
-
-class _SparseObjective:
-    """Negative DTC (projected-process) log marginal likelihood and its gradient.
-
-    ``C = A P R_mm⁻¹ Pᵀ + s I`` with ``P = S R_nm`` (unit-amplitude kernels), handled
-    through the Woodbury identity so nothing larger than [n_structures, m] is formed.
-    """
-
-    def __init__(self, points: Points, residual: np.ndarray, inducing: np.ndarray,
-                 inducing_species: np.ndarray | None, jitter: float):
-        self.d2nm = sq_dist(points.features, inducing)
-        self.d2mm = sq_dist(inducing, inducing)
-        self.mask_nm = None if inducing_species is None else species_mask(points.species, inducing_species)
-        self.mask_mm = None if inducing_species is None else species_mask(inducing_species, inducing_species)
-        self.summing = None if points.one_per_structure else points.summing_matrix()
-        self.r = residual
-        self.jitter = jitter
-
-    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        p = KernelParams.from_theta(theta)
-        a, s, l2 = p.amplitude, p.noise_level, p.length_scale**2
-        Rnm = rbf_from_sq_dist(self.d2nm, p.length_scale)
-        Rmm = rbf_from_sq_dist(self.d2mm, p.length_scale)
-        if self.mask_nm is not None:
-            Rnm *= self.mask_nm
-            Rmm *= self.mask_mm
-        P = Rnm if self.summing is None else np.asarray(self.summing @ Rnm)
-        try:
-            sol = _sparse_solve(P, Rmm, self.r, p, self.jitter)
-        except np.linalg.LinAlgError:
-            return _FAILED, np.zeros(3)
-        n, m = P.shape
-        r, alpha, V = self.r, sol.alpha, sol.V
-        # tr(C⁻¹) = (n − A ‖La⁻¹ Vᵀ‖²) / s
-        tr_cinv = (n - a * np.sum(solve_lower(sol.La, V.T) ** 2)) / s
-        aa = alpha @ alpha
-        g_a = 0.5 * (r @ alpha - n - s * (aa - tr_cinv))
-        g_s = 0.5 * s * (aa - tr_cinv)
-        # length scale: ½ tr(W dC), W = ααᵀ − C⁻¹, dC = A (dP M⁻¹Pᵀ + P M⁻¹dPᵀ − P M⁻¹ dM M⁻¹Pᵀ)
-        VtP = V.T @ P
-        cinv_P = (P - a * V @ scipy.linalg.cho_solve((sol.La, True), VtP, check_finite=False)) / s
-        WP = np.outer(alpha, alpha @ P) - cinv_P
-        Z = scipy.linalg.cho_solve((sol.Lm, True), WP.T, check_finite=False).T  # W P M⁻¹
-        Y = scipy.linalg.cho_solve((sol.Lm, True), P.T @ Z, check_finite=False)  # M⁻¹ Pᵀ W P M⁻¹
-        SZ = Z if self.summing is None else np.asarray(self.summing.T @ Z)
-        term_nm = np.sum(SZ * Rnm * self.d2nm) / l2
-        term_mm = np.sum(Y * Rmm * self.d2mm) / l2
-        g_l = a * (term_nm - 0.5 * term_mm)
-        return -sol.lml, -np.array([g_a, g_l, g_s])
-
-
-@dataclass(frozen=True)
-class _SparseSolution:
-    Lm: np.ndarray  # chol(R_mm + jitter)
-    La: np.ndarray  # chol(s I + A Vᵀ V)
-    V: np.ndarray  # P Lm⁻ᵀ
-    c: np.ndarray  # (s I + A VᵀV)⁻¹ Vᵀ r
-    alpha: np.ndarray  # C⁻¹ r
-    lml: float
-
-
-def _sparse_solve(P: np.ndarray, Rmm: np.ndarray, r: np.ndarray, p: KernelParams, jitter: float) -> _SparseSolution:
-    n, m = P.shape
-    a, s = p.amplitude, p.noise_level
-    Lm, _ = cholesky_jittered(Rmm, jitter, what="inducing-point kernel matrix")
-    V = solve_lower(Lm, P.T).T
-    M = a * (V.T @ V)
-    M[np.diag_indices(m)] += s
-    La, _ = cholesky_jittered(M, jitter, what="sparse GP system matrix")
-    b = V.T @ r
-    c = scipy.linalg.cho_solve((La, True), b, check_finite=False)
-    alpha = (r - a * (V @ c)) / s
-    logdet = (n - m) * math.log(s) + 2.0 * np.log(np.diag(La)).sum()
-    lml = float(-0.5 * r @ alpha - 0.5 * logdet - 0.5 * n * _LOG_2PI)
-    return _SparseSolution(Lm, La, V, c, alpha, lml)
-
-
-def _optimise(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], theta0: np.ndarray,
-              bounds: np.ndarray, n_restarts: int, rng: np.random.RandomState) -> np.ndarray:
-    """Minimise ``objective`` from ``theta0`` and ``n_restarts`` random starts in ``bounds``."""
-    starts = [np.clip(theta0, bounds[:, 0], bounds[:, 1])]
-    starts += [rng.uniform(bounds[:, 0], bounds[:, 1]) for _ in range(n_restarts)]
-    best_theta, best_value = starts[0], np.inf
-    objective = _remember_last(objective)  # L-BFGS-B first evaluates the start again
-    for start in starts:
-        # L-BFGS-B takes a unit step along -gradient first when every variable is bounded; scaling the
-        # objective so that the first gradient has norm <= 1 keeps that step inside the basin it starts in
-        scale = max(1.0, float(np.linalg.norm(objective(start)[1])))
-        scaled = lambda theta: tuple(v / scale for v in objective(theta))  # noqa: E731
-        result = scipy.optimize.minimize(scaled, start, jac=True, method="L-BFGS-B", bounds=bounds)
-        value = result.fun * scale
-        if np.isfinite(value) and value < best_value:
-            best_theta, best_value = result.x, value
-    if not best_value < _FAILED:
-        raise np.linalg.LinAlgError("hyperparameter optimisation failed: the kernel matrix could not be factorised "
-                                    "at any start; widen noise_level_bounds or set optimize=False")
-    return np.asarray(best_theta)
-
-
-def _remember_last(objective: Callable[[np.ndarray], tuple[float, np.ndarray]]
-                   ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
-    """``objective`` that returns its previous result when called again with the same theta."""
-    last: list = [None, None]
-
-    def wrapper(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        key = np.asarray(theta, np.float64).tobytes()
-        if last[0] != key:
-            value, grad = objective(theta)
-            last[:] = [key, (value, np.array(grad, copy=True))]
-        value, grad = last[1]
-        return value, grad.copy()
-
-    return wrapper
-
-
-# ----------------------------------------------------------------------------- inducing points
-
-def select_inducing(points: Points, n_inducing: int, method: str, rng: np.random.RandomState) -> np.ndarray:
-    """Indices of the inducing points among ``points``, stratified by species.
-
-    ``kmeans``: k-means on (a sample of) each species' points, each centre snapped to its
-    nearest training point; ``cur``: CUR row selection, a draw without replacement weighted by the
-    statistical leverage of each point in its species' feature matrix; ``random``: a uniform draw.
-    Asking for at least as many points as there are gives all distinct points.  Deterministic
-    given ``rng``'s state.
-    """
-    chosen: list[np.ndarray] = []
-    total = points.n_points
-    for z in np.unique(points.species):
-        group = np.flatnonzero(points.species == z)
-        k = max(1, int(round(n_inducing * len(group) / total)))
-        if k >= len(group):
-            _, first = np.unique(points.features[group], axis=0, return_index=True)
-            chosen.append(group[np.sort(first)])
-        elif method == "random":
-            chosen.append(np.sort(rng.choice(group, k, replace=False)))
-        elif method == "cur":
-            chosen.append(_cur_indices(points.features, group, k, rng))
-        else:
-            chosen.append(_kmeans_indices(points.features, group, k, rng))
-    return np.concatenate(chosen)
-
-
-def _cur_indices(features: np.ndarray, group: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:
-    """CUR row selection (Mahoney & Drineas, PNAS 2009): ``k`` points of ``group`` drawn without replacement
-    with probability proportional to their leverage score, the squared norm of their row of ``U`` in the
-    thin SVD ``X = U Σ Vᵀ`` of the group's feature matrix (numerical rank kept; the scores sum to it).
-
-    AGOX's ``CUR`` sparsifier uses the same scores (from a full SVD).  Here they come from the
-    eigendecomposition ``XᵀX = V Σ² Vᵀ`` (``U = X V Σ⁻¹``), O(n d²) with a small constant.  Points with
-    identical features are kept once, so fewer than ``k`` may come back.
-    """
-    x = features[group]
-    eigval, eigvec = np.linalg.eigh(x.T @ x)
-    keep = eigval > max(float(eigval[-1]) if eigval.size else 0.0, 0.0) * x.shape[1] * np.finfo(np.float64).eps
-    if keep.any():
-        u = x @ (eigvec[:, keep] / np.sqrt(eigval[keep]))
-        score = np.einsum("ij,ij->i", u, u)
-    else:  # all-zero features: no leverage anywhere
-        score = np.ones(len(group))
-    positive = np.flatnonzero(score > 0)
-    if len(positive) >= k:
-        pick = rng.choice(len(group), k, replace=False, p=score / score.sum())
-    else:  # zero rows carry no leverage: fill up uniformly among them
-        rest = np.setdiff1d(np.arange(len(group)), positive)
-        pick = np.concatenate([positive, rng.choice(rest, k - len(positive), replace=False)])
-    pick = np.sort(pick)
-    _, first = np.unique(x[pick], axis=0, return_index=True)
-    return group[pick[np.sort(first)]]
-
-
-def _kmeans_indices(features: np.ndarray, group: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:
-    """k-means++ seeding (one trial per centre) then 10 Lloyd iterations on a sample of at most
-    max(10 k, 2000) ≤ 10 000 points; each centre snapped to its nearest sampled training point."""
-    from sklearn.cluster import KMeans, kmeans_plusplus
-
-    size = min(len(group), min(max(10 * k, 2000), 10_000))
-    sample = group if size == len(group) else np.sort(rng.choice(group, size, replace=False))
-    x = features[sample]
-    seed = rng.randint(2**31 - 1)
-    centres, _ = kmeans_plusplus(x, k, n_local_trials=1, random_state=seed)
-    km = KMeans(n_clusters=k, init=centres, n_init=1, max_iter=10, random_state=seed).fit(x)
-    nearest = np.argmin(sq_dist(km.cluster_centers_, x), axis=1)
-    return np.unique(sample[nearest])
-
-
-# ----------------------------------------------------------------------------- estimator
 
 def _blas_limited(method: Callable) -> Callable:
     """Run ``method`` with at most ``self.blas_threads`` BLAS/OpenMP threads (None: the defaults)."""
@@ -499,7 +262,7 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         amplitude = self.amplitude
         if amplitude is None:
             take = np.sort(rng.choice(points.n_structures, min(points.n_structures, 256), replace=False))
-            diag = self_kernel(_subset(points, take), length, self._mask_species)
+            diag = self_kernel(subset_points(points, take), length, self._mask_species)
             variance = float(np.var(residual))
             amplitude = variance / float(np.mean(diag)) if variance > 0 else 1.0
         noise = self.noise_level
@@ -526,10 +289,10 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
             budget = EXACT_OPT_POINTS if self.max_opt_points is None else int(self.max_opt_points)
             sub, sub_residual = points, residual
             if points.n_points > budget:
-                take = _structure_subset(points, budget, rng)
-                sub, sub_residual = _subset(points, take), residual[take]
-            objective = _ExactObjective(sub, sub_residual, self._mask_species, self.jitter)
-            params = KernelParams.from_theta(_optimise(objective, start.theta, self._bounds(),
+                take = structure_subset(points, budget, rng)
+                sub, sub_residual = subset_points(points, take), residual[take]
+            objective = ExactObjective(sub, sub_residual, self._mask_species, self.jitter)
+            params = KernelParams.from_theta(optimise(objective, start.theta, self._bounds(),
                                                        int(self.n_restarts), rng))
         self._set_params(params)
         species = points.species if self._mask_species else None
@@ -542,7 +305,7 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         L, _ = cholesky_jittered(C, self.jitter, what="training kernel matrix")
         alpha = scipy.linalg.cho_solve((L, True), residual, check_finite=False)
         self.log_marginal_likelihood_value_ = float(-0.5 * residual @ alpha - np.log(np.diag(L)).sum()
-                                                    - 0.5 * len(residual) * _LOG_2PI)
+                                                    - 0.5 * len(residual) * LOG_2PI)
         self.support_ = points.features
         self.support_species_ = points.species
         self.support_owner_ = points.owner
@@ -558,15 +321,15 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         params = start
         if self.optimize:
             budget = SPARSE_OPT_POINTS if self.max_opt_points is None else int(self.max_opt_points)
-            take = _structure_subset(points, budget, rng)
-            sub = _subset(points, take)
-            objective = _SparseObjective(sub, residual[take], inducing, mask, self.jitter)
-            params = KernelParams.from_theta(_optimise(objective, start.theta, self._bounds(),
+            take = structure_subset(points, budget, rng)
+            sub = subset_points(points, take)
+            objective = SparseObjective(sub, residual[take], inducing, mask, self.jitter)
+            params = KernelParams.from_theta(optimise(objective, start.theta, self._bounds(),
                                                        int(self.n_restarts), rng))
         self._set_params(params)
         P = summed_kernel(points, inducing, params.length_scale, mask)
         Rmm = point_kernel(inducing, inducing, params.length_scale, mask, mask)
-        sol = _sparse_solve(P, Rmm, residual, params, self.jitter)
+        sol = sparse_solve(P, Rmm, residual, params, self.jitter)
         self.log_marginal_likelihood_value_ = sol.lml
         self.support_ = inducing
         self.support_species_ = inducing_species
@@ -698,21 +461,3 @@ def _names(numbers: np.ndarray) -> str:
     from ase.data import chemical_symbols
 
     return ", ".join(chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}" for z in numbers)
-
-
-def _subset(points: Points, structures: np.ndarray) -> Points:
-    """The points of the given (sorted) structures, renumbered 0..len(structures)-1."""
-    if points.one_per_structure:
-        return Points(points.features[structures], points.species[structures],
-                      np.arange(len(structures), dtype=np.int64), len(structures))
-    keep = np.isin(points.owner, structures)
-    owner = np.searchsorted(structures, points.owner[keep])
-    return Points(points.features[keep], points.species[keep], owner, len(structures))
-
-
-def _structure_subset(points: Points, max_points: int, rng: np.random.RandomState) -> np.ndarray:
-    """Sorted random structures holding at most ``max_points`` points (at least two structures)."""
-    sizes = np.bincount(points.owner, minlength=points.n_structures)
-    order = rng.permutation(points.n_structures)
-    n_take = max(2, int(np.searchsorted(np.cumsum(sizes[order]), max_points, side="right")))
-    return np.sort(order[:n_take])

@@ -1,0 +1,123 @@
+"""Candidate generation under physical constraints: random starts and basin-hopping moves.
+
+Engine choice (issue #12, item 3).  Random starts come from ase-ga's ``StartGenerator``
+(PyPI ``ase-ga`` 1.0.3, LGPL-2.1+, pure Python on top of ase; it installs beside our ase 3.29
+and numpy 2.4 in the main and backbone environments and takes a NumPy ``Generator``, so a
+candidate is a function of its seed).  It places the adsorbates in a box above the slab and
+redraws until every contact respects the minimum distances (adsorbate–adsorbate and
+adsorbate–slab), and no adsorbate is isolated (each within twice a minimum distance of
+something).  Basin-hopping moves are ours (a few lines on ase-ga's distance tests), since
+ase-ga's own mutations are GA operators on a population, not moves of one minimum.
+
+AGOX (the paper's framework) was not chosen: it is GPL-3.0-only (this project is MIT),
+pulls ray and friends (about 1 GB) and pins ``ase==3.27.0`` and ``numpy==2.2.6``, which would
+downgrade the environments every backbone runs in.  What a search needs from an engine –
+constrained random starts, local relaxation with any ASE calculator, a Metropolis walk, and a
+similarity rule – is small with ase and ase-ga, and stays a pure function of its seed.
+"""
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers
+
+from .problem import SearchProblem
+
+#: draws StartGenerator may make for one candidate before the problem counts as unplaceable (a 3x3
+#: problem with 3-4 S needs about 6 ms for a candidate, a failed one about 1 s at 0.25 ms a draw)
+MAX_PLACEMENT_DRAWS = 4_000
+#: basin-hopping moves drawn before one that respects the constraints; then a fresh random start
+MAX_MOVE_DRAWS = 200
+
+
+class CandidateError(ValueError):
+    """No candidate respecting the problem's constraints could be generated."""
+
+
+def blmin(problem: SearchProblem) -> dict[tuple[int, int], float]:
+    """The problem's minimum distances in ase-ga's form: {(Z1, Z2): Å}, both orders."""
+    out = {}
+    for (a, b), d in problem.min_distances:
+        za, zb = atomic_numbers[a], atomic_numbers[b]
+        out[(za, zb)] = out[(zb, za)] = d
+    return out
+
+
+def top_height(template: Atoms) -> float:
+    """z of the top metal layer of the template."""
+    return float(template.positions[:, 2].max())
+
+
+def region_box(problem: SearchProblem, template: Atoms) -> list:
+    """``[p0, [v1, v2, v3]]``: the surface cell in-plane, ``height_range`` above the top layer."""
+    low, high = problem.height_range
+    cell = template.cell.array
+    return [np.array([0.0, 0.0, top_height(template) + low]),
+            [cell[0].copy(), cell[1].copy(), np.array([0.0, 0.0, high - low])]]
+
+
+class CandidateGenerator:
+    """Candidates of one problem: adsorbates in the region above the template, constraints respected."""
+
+    def __init__(self, problem: SearchProblem, template: Atoms | None = None):
+        self.problem = problem
+        self.template = template if template is not None else problem.template()
+        self.n_slab = len(self.template)
+        self.blmin = blmin(problem)
+        self.z_top = top_height(self.template)
+
+    def random(self, rng: np.random.Generator) -> Atoms:
+        """A random start (ase-ga StartGenerator), deterministic for a given ``rng`` state."""
+        from ase_ga.startgenerator import StartGenerator
+
+        blocks = [(element, count) for element, count in self.problem.composition]
+        generator = StartGenerator(self.template, blocks, self.blmin, box_to_place_in=region_box(self.problem,
+                                   self.template), rng=rng)
+        candidate = generator.get_new_candidate(maxiter=MAX_PLACEMENT_DRAWS)
+        if candidate is None:
+            raise CandidateError(
+                f"{self.problem.name}: could not place {_formula(self.problem)} in the region "
+                f"{self.problem.height_range} Å above the surface at the minimum distances in "
+                f"{MAX_PLACEMENT_DRAWS} draws; the composition does not fit this cell")
+        return self._finish(candidate)
+
+    def perturb(self, atoms: Atoms, rng: np.random.Generator, step: float) -> Atoms | None:
+        """Each adsorbate displaced by a random vector in a ball of radius ``step`` (Å), kept only when
+        the result respects the constraints; ``None`` after :data:`MAX_MOVE_DRAWS` failed draws."""
+        from ase.geometry import wrap_positions
+
+        for _ in range(MAX_MOVE_DRAWS):
+            moved = atoms.copy()
+            shifted = moved.positions[self.n_slab:] + _ball(rng, len(atoms) - self.n_slab, step)
+            moved.positions[self.n_slab:] = wrap_positions(shifted, moved.cell, moved.pbc)
+            if self.is_valid(moved):
+                return self._finish(moved)
+        return None
+
+    def is_valid(self, atoms: Atoms) -> bool:
+        """Adsorbates inside the height range and no contact closer than the minimum distances."""
+        from ase_ga.utilities import atoms_too_close, atoms_too_close_two_sets
+
+        slab, adsorbates = atoms[:self.n_slab], atoms[self.n_slab:]
+        heights = adsorbates.positions[:, 2] - self.z_top
+        low, high = self.problem.height_range
+        if np.any(heights < low) or np.any(heights > high):
+            return False
+        return not (atoms_too_close(adsorbates, self.blmin) or atoms_too_close_two_sets(slab, adsorbates, self.blmin))
+
+    def _finish(self, candidate: Atoms) -> Atoms:
+        candidate.set_constraint(self.template.constraints)
+        candidate.pbc = self.template.pbc
+        candidate.info = {"problem": self.problem.name}
+        return candidate
+
+
+def _ball(rng: np.random.Generator, n: int, radius: float) -> np.ndarray:
+    """``n`` vectors uniform in a ball of ``radius``."""
+    direction = rng.normal(size=(n, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    return direction * radius * rng.random((n, 1)) ** (1.0 / 3.0)
+
+
+def _formula(problem: SearchProblem) -> str:
+    return " ".join(f"{count} {element}" for element, count in problem.composition)

@@ -1,0 +1,154 @@
+"""``uipbench search PROBLEM --backbone NAME [--delta MODEL] --algorithm {random,basin} --budget N --seed S --out DIR``.
+
+The search runs in the backbone's own environment, one process per search: when the backbone's
+package is not importable here, the command re-runs itself with that environment's python
+(created on first use), so every relaxation happens in-process there.  A Δ-model's provenance is
+checked against the backbone card before that, and against the loaded weights again there.
+
+    python -m uipbench.search.command PROBLEM ...   # the same command on its own
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+#: set in the re-run process, so a broken environment cannot re-run itself forever
+_CHILD_VARIABLE = "UIPBENCH_SEARCH_IN_BACKBONE_ENV"
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .defaults import ALGORITHMS, BASIN_KT, BASIN_STEP, FMAX, MAX_STEPS, OPTIMIZERS
+
+    p = subparsers.add_parser("search", help="structure search with a backbone, raw or Δ-corrected (resumable)",
+                              description="Structure search: constrained random candidates relaxed with the backbone "
+                              "(or backbone + Δ), distinct minima kept. Resumable: re-run the same command.")
+    p.add_argument("problem", help="a shipped problem (problems/*.toml, e.g. cu-s3-3x3) or a path to a card")
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--delta", type=Path, default=None, help="saved Δ-model (.json/.npz base path, uipbench.delta.save)")
+    p.add_argument("--algorithm", choices=ALGORITHMS, default="random")
+    p.add_argument("--budget", type=int, required=True, help="relaxations (a larger one extends a finished search)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it holds this search)")
+    p.add_argument("--weights", default=None, help="local weights file (overrides the card's source)")
+    p.add_argument("--fmax", type=float, default=FMAX, help=f"eV/Å (default {FMAX})")
+    p.add_argument("--steps", type=int, default=MAX_STEPS, help=f"step cap per relaxation (default {MAX_STEPS})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="BFGS")
+    p.add_argument("--kT", type=float, default=BASIN_KT, help=f"basin hopping: Metropolis kT in eV ({BASIN_KT})")
+    p.add_argument("--step", type=float, default=BASIN_STEP, help=f"basin hopping: move radius in Å ({BASIN_STEP})")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the search process (default 1: run several seeds side by side instead; "
+                        "on a loaded 2-core machine two threads made CHGNet steps 10x slower)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_command)
+    return p
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    """The command line of ``args`` again, for the re-run in the backbone's environment."""
+    argv = [str(args.problem), "--backbone", args.backbone, "--algorithm", args.algorithm, "--budget",
+            str(args.budget), "--seed", str(args.seed), "--out", str(args.out), "--fmax", repr(args.fmax),
+            "--steps", str(args.steps), "--optimizer", args.optimizer, "--kT", repr(args.kT), "--step", repr(args.step),
+            "--threads", str(args.threads)]
+    if args.delta:
+        argv += ["--delta", str(args.delta)]
+    if args.weights:
+        argv += ["--weights", str(args.weights)]
+    if args.no_progress:
+        argv.append("--no-progress")
+    return argv
+
+
+def _in_backbone_env(card, args: argparse.Namespace) -> int:
+    from ..adapters.envs import ensure
+
+    if os.environ.get(_CHILD_VARIABLE):
+        raise RuntimeError(f"{card.name}: its package does not import in {sys.executable}, the python of its "
+                           f"environment; rebuild it with `uipbench env sync {card.environment} --force`")
+    spec = ensure(card)
+    env = {**os.environ, _CHILD_VARIABLE: "1"}
+    problem = Path(args.problem)
+    if problem.suffix == ".toml":  # the child may run in another working directory's terms: pass absolute paths
+        args.problem = problem.resolve()
+    args.out = Path(args.out).resolve()
+    if args.delta:
+        args.delta = Path(args.delta).resolve()
+    return subprocess.run([str(spec.python), "-m", "uipbench.search.command", *_argv(args)], env=env).returncode
+
+
+def _precheck_delta(card, path: Path, weights: str | None) -> None:
+    """Provenance of a saved Δ-model against the card (and its sha256 unless other weights are chosen),
+    without loading the backbone."""
+    from ..delta.io import load
+
+    other_weights = card.local_weights(weights) is not None
+    load(path, expect_backbone=card.name, expect_sha256=None if other_weights else card.weights_sha256)
+
+
+def _set_threads(n: int) -> None:
+    if n < 1:
+        raise ValueError(f"--threads must be at least 1, got {n}")
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from ..adapters.card import get_card
+    from ..adapters.registry import importable_here, load_backbone
+    from .engine import SearchSettings
+    from .problem import load_problem
+    from .relax import RelaxSettings
+
+    problem = load_problem(args.problem)
+    settings = SearchSettings(args.algorithm, args.seed, RelaxSettings(args.fmax, args.steps, args.optimizer),
+                              args.kT, args.step)
+    if args.budget < 1:
+        raise ValueError(f"--budget must be at least 1, got {args.budget}")
+    card = get_card(args.backbone)
+    if args.delta:
+        _precheck_delta(card, args.delta, args.weights)
+    if not importable_here(card):
+        return _in_backbone_env(card, args)
+    from ..delta.io import load
+    from .run import search_to_folder
+
+    _set_threads(args.threads)
+    backbone = load_backbone(args.backbone, args.weights, in_process=True)
+    delta = None
+    if args.delta:
+        meta = backbone.metadata()
+        delta = load(args.delta, expect_backbone=meta.backbone, expect_sha256=meta.weights_sha256)
+    try:
+        summary = search_to_folder(problem, backbone, delta, budget=args.budget, settings=settings, out=args.out,
+                                   progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"uipbench search: interrupted; finished relaxations are kept in {args.out}/evaluations; "
+              f"run the same command to resume", file=sys.stderr)
+        return 130
+    best = summary.best
+    print(f"{problem.name} with {backbone.name}{' + Δ' if delta is not None else ''} ({args.algorithm}, seed "
+          f"{args.seed}): {len(summary.evaluations)} relaxations ({summary.resumed} resumed), "
+          f"{len(summary.minima)} distinct minima, best {best.energy:.4f} eV (evaluation {best.evaluation}, "
+          f"found {len(best.hits)}x) -> {summary.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:  # the command line is becoming a package (uipbench/cli/); either layout maps errors the same way
+        from ..cli.common import dispatch
+    except ImportError:
+        from ..cli_common import dispatch
+
+    parser = argparse.ArgumentParser(prog="uipbench")
+    register(parser.add_subparsers(dest="command", required=True))
+    return dispatch(parser.parse_args(["search", *(sys.argv[1:] if argv is None else argv)]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
