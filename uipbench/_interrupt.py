@@ -108,6 +108,27 @@ def run_child(args: Sequence[str], *, capture_output: bool = False, **popen: Any
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def run_forwarding(args: Sequence[str], **popen: Any) -> subprocess.CompletedProcess:
+    """``subprocess.run(args, **popen)`` for a child that is itself a ``uipbench`` command (one that
+    re-runs itself in a backbone's environment): on Ctrl-C or SIGTERM here the same signal is sent to
+    the child, which then ends cleanly (its lock released, its temporary folders removed); it is
+    killed only if it has not exited after :data:`GRACE_S` seconds."""
+    with subprocess.Popen(args, **popen) as proc:
+        try:
+            out, err = proc.communicate()
+        except Interrupted as exc:
+            proc.send_signal(exc.signum)
+            try:
+                proc.wait(GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+        except BaseException:
+            proc.kill()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def end_children(grace: float = GRACE_S, wait_for: Iterable[Future] = ()) -> int:
     """End every child started by :func:`run_child` and every ``multiprocessing`` child still alive:
     SIGTERM, then SIGKILL after ``grace`` seconds.  With ``wait_for`` (the futures of jobs that start

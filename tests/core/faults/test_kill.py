@@ -167,6 +167,38 @@ def test_a_second_signal_quits_at_once(tmp_path):
     assert proc.returncode == 130 and proc.stderr == "uipbench: interrupted again (SIGINT); quitting without cleanup\n"
 
 
+def test_a_uipbench_child_gets_the_signal_and_ends_cleanly(tmp_path):
+    """run_forwarding (a command re-run in a backbone's environment): SIGTERM to the parent reaches the
+    child as SIGTERM, so the child unwinds (here: writes a marker) instead of being killed."""
+    import subprocess
+
+    child = textwrap.dedent("""
+        import sys, time
+        from uipbench._interrupt import Interrupted, handle_signals
+        with handle_signals():
+            try:
+                print("ready", flush=True)
+                time.sleep(60)
+            except Interrupted as exc:
+                open(sys.argv[1], "w").write(exc.signal_name)
+                sys.exit(exc.exit_code)
+    """)
+    parent = textwrap.dedent(f"""
+        import os, signal, subprocess, sys, threading, time
+        from uipbench._interrupt import Interrupted, handle_signals, run_forwarding
+        threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        with handle_signals():
+            try:
+                run_forwarding([sys.executable, "-c", {child!r}, sys.argv[1]])
+            except Interrupted as exc:
+                sys.exit(exc.exit_code)
+    """)
+    marker = tmp_path / "child-stopped"
+    proc = subprocess.run([sys.executable, "-c", parent, str(marker)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    assert marker.read_text() == "SIGTERM", "the child was killed, not signalled"
+
+
 # --- other commands, signalled from inside this process -------------------------------------------------------
 
 def test_regress_stopped_in_its_sweep_resumes_to_the_same_comparison(fake, call, monkeypatch, tmp_path, datasets,
