@@ -32,6 +32,8 @@ EXECUTORS = ("local", "dask")
 CLUSTERS = ("slurm",)
 #: the Dask worker resource a multi-core task asks for
 CORES = "cores"
+#: how long to try reaching a --scheduler address
+CONNECT_TIMEOUT = "20s"
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")
 
 
@@ -264,7 +266,7 @@ def _dask_client(spec: ExecutorSpec, task_cores: int | None, stack: ExitStack):
                             "pip install 'uipbench[dask]'") from None
     if spec.scheduler:
         try:
-            client = stack.enter_context(Client(spec.scheduler, timeout="20s"))
+            client = stack.enter_context(Client(spec.scheduler, timeout=CONNECT_TIMEOUT))
         except (OSError, TimeoutError) as exc:
             raise ExecutorError(f"cannot reach the Dask scheduler at {spec.scheduler}: {exc}") from None
         _check_cores(client, spec.scheduler, task_cores)

@@ -18,14 +18,19 @@ from uipbench.datasets.protocol import ReferenceProtocol
 
 FAKE_GPAW = textwrap.dedent("""\
     #!{python}
-    # stands in for Debian's python running gpaw_runner.py: energy = -sum(z), fails on request
-    import json, os, sys
+    # stands in for Debian's python running gpaw_runner.py: energy = -sum(z), fails on request;
+    # logs "name pid parent-pid" when it starts (starts.log) and its name when it finishes (calls.log)
+    import json, os, sys, time
     job_path, result_path = sys.argv[2], sys.argv[3]
     job = json.load(open(job_path))
     name = os.path.basename(job_path).split(".")[0]
+    scratch = os.path.dirname(result_path)
+    with open(os.path.join(scratch, "starts.log"), "a") as fh:
+        fh.write(f"{{name}} {{os.getpid()}} {{os.getppid()}}\\n")
     if name in os.environ.get("FAKE_GPAW_FAIL", "").split(","):
         sys.exit("simulated crash in " + name)
-    with open(os.path.join(os.path.dirname(result_path), "calls.log"), "a") as fh:
+    time.sleep({seconds})
+    with open(os.path.join(scratch, "calls.log"), "a") as fh:
         fh.write(name + "\\n")
     energy = -sum(p[2] for p in job["positions"])
     json.dump({{"energy": energy, "forces": [[0.0, 0.0, 0.1]] * len(job["numbers"]),
@@ -33,20 +38,25 @@ FAKE_GPAW = textwrap.dedent("""\
 """)
 
 
-@pytest.fixture
-def fake_gpaw(tmp_path) -> str:
-    path = tmp_path / "fake_python"
-    path.write_text(FAKE_GPAW.format(python=sys.executable))
+def make_fake_gpaw(path, seconds: float = 0.0) -> str:
+    """Write an executable fake GPAW interpreter at ``path`` taking ``seconds`` per structure."""
+    path.write_text(FAKE_GPAW.format(python=sys.executable, seconds=seconds))
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
     return str(path)
 
 
-def _entries(n: int) -> list[PlanEntry]:
+@pytest.fixture
+def fake_gpaw(tmp_path) -> str:
+    return make_fake_gpaw(tmp_path / "fake_python")
+
+
+def plan_entries(n: int) -> list[PlanEntry]:
+    """``n`` planned cu-s structures that need no relaxation."""
     return [e for e in plan("cu-s", n + 4) if not e.needs_relaxation][:n]
 
 
 def test_interrupted_build_resumes_without_loss_or_repeat(tmp_path, fake_gpaw, monkeypatch):
-    entries = _entries(6)
+    entries = plan_entries(6)
     out = tmp_path / "cu-s"
     monkeypatch.setenv("FAKE_GPAW_FAIL", entries[3].plan_id)
     first = label_entries(entries, out, "cu-s", workers=2, python=fake_gpaw, progress=False)
@@ -70,7 +80,7 @@ def test_finished_dft_is_not_recomputed_after_a_crash_before_append(tmp_path, fa
     """A crash between GPAW finishing and the append loses nothing: the scratch result is reused."""
     import uipbench.datasets.label as label
 
-    entries = _entries(2)
+    entries = plan_entries(2)
     out = tmp_path / "cu-s"
 
     def crash(*args, **kwargs):
