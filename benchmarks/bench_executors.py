@@ -133,12 +133,14 @@ def measure_sweep(workers: int) -> dict[str, Any]:
     frames = {}
     with tempfile.TemporaryDirectory() as tmp:
         for engine in ENGINES:
-            start = time.perf_counter()
+            start, load = time.perf_counter(), os.getloadavg()[0]
             with open_executor(ExecutorSpec(engine, workers)) as executor:
                 opened = time.perf_counter()
                 frames[engine] = sweep(out=Path(tmp) / engine, executor=executor, progress=False)
             out[f"{engine}_seconds"] = time.perf_counter() - start
             out[f"{engine}_startup_seconds"] = opened - start
+            # one long run per engine, one after the other: the machine's load says how comparable they are
+            out[f"{engine}_load_average_1min"] = [load, os.getloadavg()[0]]
     keys = [*KEY_COLUMNS, "metric"]
     a, b = (frames[e].sort_values(keys).reset_index(drop=True) for e in ENGINES)
     try:
@@ -165,7 +167,8 @@ def markdown(report: dict[str, Any]) -> str:
         w = report["sweep"]
         lines += ["", f"Demo sweep ({w['rows']} result rows): local {w['local_seconds']:.1f} s, "
                   f"Dask {w['dask_seconds']:.1f} s, ratio {w['ratio_dask_over_local']:.2f}, "
-                  f"identical: {w['identical_results']}"]
+                  f"identical: {w['identical_results']} (1-min load average at start and end: local "
+                  f"{w['local_load_average_1min']}, Dask {w['dask_load_average_1min']})"]
     return "\n".join(lines)
 
 

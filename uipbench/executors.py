@@ -19,6 +19,7 @@ Imports of ``distributed`` and ``dask_jobqueue`` happen only when a Dask executo
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import tomllib
@@ -245,6 +246,10 @@ def open_executor(spec: ExecutorSpec, *, task_cores: int | None = None) -> Itera
         return
     with ExitStack() as stack:
         client = _dask_client(spec, task_cores, stack)
+        import dask
+
+        # a task carries its inputs (a sweep task: its structures' features, often > 10 MB): by design
+        stack.enter_context(dask.config.set({"distributed.admin.large-graph-warning-threshold": "2GB"}))
         options: dict[str, Any] = {"pure": False}
         if task_cores:
             options["resources"] = {CORES: task_cores}
@@ -277,7 +282,8 @@ def _dask_client(spec: ExecutorSpec, task_cores: int | None, stack: ExitStack):
     else:
         cluster = stack.enter_context(LocalCluster(
             n_workers=spec.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None, resources={CORES: task_cores or 1}))
+            dashboard_address=None, resources={CORES: task_cores or 1},
+            silence_logs=logging.ERROR))  # not the nannies' "still alive after 4 s, killing" at shutdown
     return stack.enter_context(Client(cluster))
 
 

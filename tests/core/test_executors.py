@@ -260,6 +260,19 @@ def test_labelling_on_dask_workers_equals_the_local_run(tmp_path, dask_cluster):
     assert {ppid for _, ppid in _starts(tmp_path / "dask")} <= dask_cluster.worker_pids, "GPAW ran on the workers"
 
 
+@pytest.mark.slow
+def test_labelling_on_a_local_dask_cluster_asks_for_cores(tmp_path):
+    """``--executor dask`` alone: a LocalCluster whose workers offer the cores the tasks ask for."""
+    fake = make_fake_gpaw(tmp_path / "fake_python")
+    entries = plan_entries(3)
+    local = label_entries(entries, tmp_path / "local", "cu-s", workers=2, python=fake, progress=False)
+    with open_executor(ExecutorSpec("dask", 2), task_cores=1) as executor:
+        remote = label_entries(entries, tmp_path / "dask", "cu-s", python=fake, progress=False, executor=executor)
+    assert local.labelled == remote.labelled == 3
+    assert _structures(tmp_path / "dask") == _structures(tmp_path / "local")
+    assert os.getpid() not in {ppid for _, ppid in _starts(tmp_path / "dask")}
+
+
 def _kill_when_started(cluster: DaskProcesses, started: Callable[[], set[int]]) -> tuple[threading.Thread, list]:
     """A thread that SIGKILLs the first worker seen running a task (``started()`` gives the pids)."""
     killed: list[int] = []
