@@ -36,6 +36,7 @@ CORES = "cores"
 #: how long to try reaching a --scheduler address
 CONNECT_TIMEOUT = "20s"
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")
+_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$")
 
 
 class ExecutorError(ValueError):
@@ -137,13 +138,8 @@ def _checked(name: str, value: Any, where: str) -> Any:
         raise bad("a non-empty string")
     if name == "walltime" and not _WALLTIME.match(value):
         raise bad("a SLURM time such as '02:00:00' or '1-12:00:00'")
-    if name == "memory":
-        from dask.utils import parse_bytes
-
-        try:
-            parse_bytes(value)
-        except ValueError:
-            raise bad("a size such as '16GB'") from None
+    if name == "memory" and not _MEMORY.match(value):
+        raise bad("a size such as '16GB'")
     return value
 
 
