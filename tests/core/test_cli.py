@@ -169,3 +169,13 @@ def test_unknown_gate_metric_is_refused_with_the_choices(capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown gate metric 'nope'; choose from" in err and "energy_mae_mev_per_atom" in err
+
+
+@pytest.mark.parametrize("command", [["sweep", "--out", "unused-run"], ["dataset", "build", "cu-s", "--n", "1"]])
+def test_executor_options_are_checked_before_any_work(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--executor", "local", "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert "scheduler" in capsys.readouterr().err
+    assert main([*command, "--cluster", "slurm"]) == 2                  # a cluster needs its config file
+    assert "cluster-config" in capsys.readouterr().err
+    assert not (tmp_path / "unused-run").exists()

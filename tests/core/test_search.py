@@ -129,3 +129,27 @@ def test_larger_budget_extends_and_other_settings_are_refused(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(SearchFolderError, match="not empty and holds no search.json"):
         search_to_folder(problem, ToyBackbone(), budget=1, out=tmp_path / "other", progress=False)
+
+
+def test_a_second_search_on_a_busy_folder_is_refused_and_a_dead_owner_is_taken_over(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from uipbench._lock import LOCK_FILE, OutputLocked
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK_FILE).write_text(json.dumps({"pid": owner.pid, "host": socket.gethostname(), "thread": 0,
+                                                 "command": "uipbench search (another run)"}))
+        with pytest.raises(OutputLocked, match="another run"):
+            search_to_folder(toy_problem(), ToyBackbone(), budget=1, out=out, progress=False, figures=False)
+        assert not (out / "search.json").exists()          # refused before anything was written
+    finally:
+        owner.kill()
+        owner.wait()
+    with pytest.warns(UserWarning):                         # its owner is dead now: the lock is taken over
+        summary = search_to_folder(toy_problem(), ToyBackbone(), budget=1, out=out, progress=False, figures=False)
+    assert len(summary.evaluations) == 1 and not (out / LOCK_FILE).exists()

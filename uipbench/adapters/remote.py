@@ -16,7 +16,7 @@ from typing import Sequence
 from ase import Atoms
 from ase.io import read, write
 
-from .._interrupt import child_env, worker_tempdir
+from .._interrupt import child_env, run_child, worker_tempdir
 from ..embedding import EmbeddingBatch, EmbeddingMetadata, StructureEmbedding, read_embeddings
 from ._common import random_identity, sha256_file
 from .card import BackboneCard
@@ -67,7 +67,9 @@ class RemoteBackbone(Backbone):
             cmd = [str(spec.python), "-m", "uipbench.adapters.worker", task, *self._options(),
                    "--input", str(inp), "--output", str(output), "--error-file", str(error_file), *extra]
             # stderr goes to the user's terminal: progress bars and warnings stay visible
-            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, env=child_env())  # child_env: it dies with us
+            # run_child: ended by end_children when a thread runs it (a relaxation of dataset build);
+            # child_env: it dies with us
+            proc = run_child(cmd, stdout=subprocess.DEVNULL, env=child_env())
             report = json.loads(error_file.read_text()) if proc.returncode and error_file.is_file() else None
         if proc.returncode == 0:
             return

@@ -6,18 +6,21 @@ import json
 import sys
 from pathlib import Path
 
+from ..executors import add_arguments as add_executor_arguments
 from .common import add_format_argument, check_output_folder
 
 
 def build(args: argparse.Namespace) -> int:
     from ..datasets.label import build_dataset
     from ..datasets.relax import relaxer_for
+    from ..executors import ExecutorSpec
 
     if args.root is not None:
         check_output_folder("--root", args.root)
     relaxer, relaxer_name = relaxer_for(args.relax_with)
     report = build_dataset(args.system, args.n, root=args.root, resume=args.resume, workers=args.workers,
-                           seed=args.seed, relaxer=relaxer, relaxer_name=relaxer_name)
+                           seed=args.seed, relaxer=relaxer, relaxer_name=relaxer_name,
+                           executor=ExecutorSpec.from_args(args), mpi_ranks=args.mpi_ranks)
     print(f"{args.system}: labelled {report.labelled}, already present {report.skipped_existing}, "
           f"deferred (need a relaxation backbone) {report.deferred_relaxation}, failed {len(report.failed)}")
     for line in report.failed:
@@ -68,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("system")
     p.add_argument("--n", type=int, required=True, help="number of plan entries the dataset should hold")
     p.add_argument("--resume", action="store_true", help="extend an existing dataset")
-    p.add_argument("--workers", type=int, default=None, help="parallel GPAW processes (default: all cores)")
+    add_executor_arguments(p, workers_default=None, workers_help="parallel GPAW processes (local or Dask workers)")
+    p.add_argument("--mpi-ranks", type=int, default=1, help="MPI ranks per structure (mpirun -np N; default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--relax-with", default="chgnet-0.3.0",
                    help="backbone that relaxes the 'relaxed' variants ('none' defers them)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..executors import add_arguments as add_executor_arguments
 from ..harness.defaults import DESCRIPTORS
 from .common import (RESUME_HINT, add_datasets_root_argument, add_grid_arguments, add_trust_argument,
                      check_output_folder, command_line, training_sizes)
@@ -11,14 +12,20 @@ from .common import (RESUME_HINT, add_datasets_root_argument, add_grid_arguments
 
 def sweep(args: argparse.Namespace) -> int:
     check_output_folder("--out", args.out)
+    from contextlib import nullcontext
+
+    from ..executors import ExecutorSpec, open_executor
     from ..harness.sweep import sweep as run_sweep
     from ..report.tables import headline, headline_markdown
 
-    results = run_sweep(args.backbones, args.systems, aggregations=args.aggregations,
-                        sizes=training_sizes(args.sizes), seeds=args.seeds, descriptors=args.descriptors,
-                        test_fraction=args.test_fraction, out=args.out, workers=args.workers,
-                        command=command_line(), datasets_root=args.datasets_root,
-                        trust_unpinned_weights=args.trust_unpinned_weights)
+    spec = ExecutorSpec.from_args(args)  # checked (and a cluster config read) before any work
+    # local: the sweep's own process pool (it ends its workers on a signal); dask: an executor of the cluster
+    with nullcontext(None) if spec.kind == "local" else open_executor(spec) as executor:
+        results = run_sweep(args.backbones, args.systems, aggregations=args.aggregations,
+                            sizes=training_sizes(args.sizes), seeds=args.seeds, descriptors=args.descriptors,
+                            test_fraction=args.test_fraction, out=args.out, workers=spec.workers,
+                            executor=executor, command=command_line(), datasets_root=args.datasets_root,
+                            trust_unpinned_weights=args.trust_unpinned_weights)
     print(headline_markdown(headline(results)))
     print(f"results: {args.out}/results.csv")
     return 0
@@ -64,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--descriptors", nargs="*", default=list(DESCRIPTORS))
     add_grid_arguments(p)
     p.add_argument("--test-fraction", type=float, default=0.25)
-    p.add_argument("--workers", type=int, default=2, help="local processes for the Δ-fits")
+    add_executor_arguments(p, workers_help="processes for the Δ-fits (local processes, Dask local-cluster "
+                                           "workers, or SLURM jobs)")
     p.add_argument("--out", type=Path, default=Path("reports/sweep"), help="results folder (resumed if present)")
     add_trust_argument(p)
     p.set_defaults(func=sweep, resume_hint=RESUME_HINT)

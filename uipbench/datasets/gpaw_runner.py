@@ -6,8 +6,9 @@ Run by Debian's interpreter, not by the suite's virtual environment::
 
 ``job.json`` holds ``numbers``, ``positions``, ``cell``, ``pbc`` and ``protocol``
 (a :class:`ReferenceProtocol` as a dict).  The result (energy, forces, GPAW
-version, wall time) is written atomically to ``result.json``.  Only the
-standard library, NumPy, ASE and GPAW are imported here.
+version, wall time) is written atomically to ``result.json``, by MPI rank 0 alone
+when run as ``mpirun -np N python3 gpaw_runner.py ...``.  Only the standard library,
+NumPy, ASE and GPAW are imported here.
 """
 from __future__ import annotations
 
@@ -68,6 +69,10 @@ def main(argv: list[str]) -> int:
         job = json.load(fh)
     txt = os.path.splitext(result_path)[0] + ".gpaw.txt"
     result = label(job, txt)
+    from gpaw.mpi import world
+
+    if world.rank != 0:  # every rank holds the same result; one writes it
+        return 0
     directory = os.path.dirname(os.path.abspath(result_path))
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
     with os.fdopen(fd, "w") as fh:

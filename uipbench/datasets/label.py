@@ -1,11 +1,17 @@
 """Resumable, parallel DFT labelling of planned structures under the reference protocol.
 
 Each structure is labelled by ``gpaw_runner.py`` in its own Debian-Python process
-(one core each, ``workers`` at a time).  A finished structure is appended to the
-dataset file by an atomic rewrite, and the card is refreshed the same way, so a
-crash at any moment leaves either the old file or the new one.  GPAW results
-are also kept in a scratch folder (``.labelling/``), so a structure whose DFT
-finished but which was not yet appended is not computed twice.
+(one core each, or ``mpirun -np N`` with ``mpi_ranks=N``), ``workers`` at a time.
+One structure's labelling is a pure task (:func:`label_structure`: a :class:`LabelTask`
+in, a :class:`LabelRecord` out, a GPAW failure being a failed record), so it runs on any
+``concurrent.futures.Executor``: local threads by default, Dask workers
+(:mod:`uipbench.executors`) on a cluster.  Only the driver (:func:`label_entries`) writes
+the dataset: a finished structure is appended by an atomic rewrite, and the card is
+refreshed the same way, so a crash at any moment leaves either the old file or the new
+one; a result is taken once per plan id, however often a task ran.  GPAW results are
+also kept in a scratch folder (``.labelling/``, on the file system the workers share),
+so a structure whose DFT finished but which was not yet appended, or whose worker died
+after GPAW finished, is not computed twice.
 """
 from __future__ import annotations
 
@@ -17,10 +23,11 @@ import subprocess
 import sys
 import time
 import warnings
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 from ase import Atoms
@@ -39,6 +46,9 @@ GPAW_PYTHON = gpaw_python()
 RUNNER = Path(__file__).with_name("gpaw_runner.py")
 
 Relaxer = Callable[[Atoms], Atoms]
+
+if TYPE_CHECKING:
+    from ..executors import ExecutorSpec
 
 
 class LabellingError(RuntimeError):
@@ -66,9 +76,32 @@ def _gpaw_env() -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class LabelSettings:
+    """How GPAW is run for one structure: its interpreter and MPI ranks (cores) per structure."""
+
+    python: str = GPAW_PYTHON
+    mpi_ranks: int = 1
+    mpirun: str = "mpirun"
+
+    def __post_init__(self) -> None:
+        if self.mpi_ranks < 1:
+            raise ValueError(f"MPI ranks per structure must be at least 1, got {self.mpi_ranks}")
+
+    def command(self, job_path: Path, result_path: Path) -> list[str]:
+        """The runner's command line (``mpirun -np N`` around it when N > 1)."""
+        runner = [self.python, str(RUNNER), str(job_path), str(result_path)]
+        return runner if self.mpi_ranks == 1 else [self.mpirun, "-np", str(self.mpi_ranks), *runner]
+
+
 def run_gpaw(atoms: Atoms, scratch: Path, name: str, protocol: ReferenceProtocol = PROTOCOL_V1,
-             python: str = GPAW_PYTHON) -> dict:
-    """Label one structure; reuse a finished result for the same job from ``scratch``."""
+             python: str = GPAW_PYTHON, settings: LabelSettings | None = None) -> dict:
+    """Label one structure; reuse a finished result for the same job from ``scratch``.
+
+    The job file (``<name>.job.json``) holds only what determines the result, so scratch
+    results of earlier runs, whatever their MPI ranks, are reused.
+    """
+    settings = settings or LabelSettings(python)
     scratch.mkdir(parents=True, exist_ok=True)
     job = {
         "numbers": atoms.numbers.tolist(),
@@ -86,15 +119,81 @@ def run_gpaw(atoms: Atoms, scratch: Path, name: str, protocol: ReferenceProtocol
         except json.JSONDecodeError:
             pass  # a corrupt leftover: recompute
     write_json_atomic(job_path, job)
-    proc = run_child([python, str(RUNNER), str(job_path), str(result_path)],  # ended on Ctrl-C / SIGTERM
-                     capture_output=True, text=True, env=_gpaw_env())
+    proc = run_child(settings.command(job_path, result_path), capture_output=True, text=True,  # ended on
+                     env=_gpaw_env())  # Ctrl-C / SIGTERM, not waited for
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-2000:]
         raise LabellingError(f"GPAW failed on {name} (exit {proc.returncode}):\n{tail}")
     return json.loads(result_path.read_text())
 
 
-def labelled_structure(atoms: Atoms, result: dict, protocol: ReferenceProtocol) -> Atoms:
+@dataclass
+class LabelTask:
+    """One structure to label: everything a worker needs, nothing it writes besides scratch."""
+
+    plan_id: str
+    atoms: Atoms
+    protocol: ReferenceProtocol
+    scratch: Path
+    settings: LabelSettings = field(default_factory=LabelSettings)
+    relaxer: Relaxer | None = None
+    relaxer_name: str | None = None
+
+
+@dataclass
+class LabelRecord:
+    """The outcome of one :class:`LabelTask`: the structure labelled (relaxed where it was to be),
+    its DFT energy, forces and timing, or ``status="failed"`` and the error."""
+
+    plan_id: str
+    atoms: Atoms
+    status: str
+    energy: float | None = None
+    forces: list[list[float]] | None = None
+    gpaw_version: str | None = None
+    kpts: list[int] | None = None
+    wall_seconds: float | None = None
+    cores: int = 1
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def result(self) -> dict:
+        """The runner's result dict (what :func:`labelled_structure` takes)."""
+        return {"energy": self.energy, "forces": self.forces, "gpaw_version": self.gpaw_version,
+                "kpts": self.kpts, "wall_seconds": self.wall_seconds}
+
+
+def relax_task(task: LabelTask) -> LabelTask:
+    """The task with its structure relaxed by its relaxer (unchanged when it has none)."""
+    if task.relaxer is None:
+        return task
+    atoms = task.relaxer(task.atoms.copy())
+    atoms.info.update(task.atoms.info, relaxed_with=task.relaxer_name)
+    return replace(task, atoms=atoms, relaxer=None)
+
+
+def label_structure(task: LabelTask) -> LabelRecord:
+    """Label one structure (a pure task: runs on any executor).  A failure of the relaxation
+    or of GPAW is a failed record, not an exception."""
+    atoms = task.atoms
+    try:
+        task = relax_task(task)
+        atoms = task.atoms
+        start = time.perf_counter()
+        result = run_gpaw(atoms, task.scratch, task.plan_id, task.protocol, settings=task.settings)
+        result.setdefault("wall_seconds", time.perf_counter() - start)
+        return LabelRecord(task.plan_id, atoms, "ok", float(result["energy"]), result["forces"],
+                           str(result["gpaw_version"]), list(result["kpts"]), float(result["wall_seconds"]),
+                           task.settings.mpi_ranks)
+    except Exception as exc:  # noqa: BLE001 - any failure of one structure is that structure's record
+        return LabelRecord(task.plan_id, atoms, "failed", cores=task.settings.mpi_ranks,
+                           error=str(exc) or type(exc).__name__)
+
+
+def labelled_structure(atoms: Atoms, result: dict, protocol: ReferenceProtocol, cores: int = 1) -> Atoms:
     out = with_results(atoms, result["energy"], np.array(result["forces"]))
     out.set_constraint()
     out.info.update(
@@ -104,6 +203,8 @@ def labelled_structure(atoms: Atoms, result: dict, protocol: ReferenceProtocol) 
         label_seconds=round(float(result["wall_seconds"]), 1),
         structure_hash=structure_hash(atoms),
     )
+    if cores > 1:  # one-core structures carry no such key (as before MPI ranks were a setting)
+        out.info["label_cores"] = int(cores)
     return out
 
 
@@ -116,6 +217,8 @@ class BuildReport:
     failed: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     total: int = 0
+    #: results that arrived for a structure already taken (a task run twice); ignored
+    duplicates: int = 0
 
 
 def append_structures(path: Path, new: list[Atoms]) -> list[Atoms]:
@@ -135,7 +238,9 @@ def _metal_or_name(system: str) -> str:
 
 def write_card(directory: Path, system: str, structures: list[Atoms], protocol: ReferenceProtocol,
                generator: dict) -> dict:
-    seconds = [float(a.info["label_seconds"]) for a in structures if "label_seconds" in a.info]
+    timed = [a for a in structures if "label_seconds" in a.info]
+    seconds = [float(a.info["label_seconds"]) for a in timed]
+    cores = sorted({int(a.info.get("label_cores", 1)) for a in timed}) or [1]
     versions = sorted({str(a.info.get("gpaw_version")) for a in structures})
     card = {
         "system": system,
@@ -146,8 +251,9 @@ def write_card(directory: Path, system: str, structures: list[Atoms], protocol: 
         "counts": count_summary(structures),
         "labelling": {
             "median_minutes_per_structure": round(float(np.median(seconds)) / 60.0, 2) if seconds else None,
-            "total_core_hours": round(sum(seconds) / 3600.0, 2),
-            "cores_per_structure": 1,
+            "total_core_hours": round(sum(float(a.info["label_seconds"]) * int(a.info.get("label_cores", 1))
+                                          for a in timed) / 3600.0, 2),
+            "cores_per_structure": cores[0] if len(cores) == 1 else cores,
         },
         "provenance": {
             "code": "GPAW",
@@ -172,80 +278,129 @@ def generator_settings(seed: int, relaxer_name: str | None) -> dict:
     }
 
 
-def label_entries(entries: Iterable[PlanEntry], directory: Path, system: str, *, workers: int = 2,
-                  protocol: ReferenceProtocol = PROTOCOL_V1, relaxer: Relaxer | None = None,
-                  relaxer_name: str | None = None, seed: int = 0, python: str = GPAW_PYTHON,
-                  progress: bool = True) -> BuildReport:
-    """Label the entries not yet in ``directory/structures.extxyz``, ``workers`` at a time."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / STRUCTURES_FILE
-    existing = read_structures(path) if path.exists() else []
-    done = {a.info.get("plan_id") for a in existing}
-    entries = list(entries)
-    report = BuildReport(system, total=len(entries))
-    pending: list[PlanEntry] = []
+def _pending(entries: list[PlanEntry], done: set, relaxer: Relaxer | None,
+             report: BuildReport) -> list[PlanEntry]:
+    """The entries still to label (each plan id once), counting the skipped and deferred ones."""
+    pending: dict[str, PlanEntry] = {}
     for entry in entries:
         if entry.plan_id in done:
             report.skipped_existing += 1
         elif entry.needs_relaxation and relaxer is None:
             report.deferred_relaxation += 1
         else:
-            pending.append(entry)
+            pending.setdefault(entry.plan_id, entry)
     if report.deferred_relaxation:
         warnings.warn(f"{report.deferred_relaxation} 'relaxed' structures deferred: no relaxation backbone available",
-                      stacklevel=2)
+                      stacklevel=3)
+    return list(pending.values())
+
+
+def label_entries(entries: Iterable[PlanEntry], directory: Path, system: str, *, workers: int = 2,
+                  protocol: ReferenceProtocol = PROTOCOL_V1, relaxer: Relaxer | None = None,
+                  relaxer_name: str | None = None, seed: int = 0, python: str = GPAW_PYTHON,
+                  progress: bool = True, executor: Executor | None = None, mpi_ranks: int = 1) -> BuildReport:
+    """Label the entries not yet in ``directory/structures.extxyz``.
+
+    ``executor``: where the labelling tasks run (default: ``workers`` local threads, each
+    driving one GPAW process).  On a thread pool the relaxation of a 'relaxed' variant runs
+    inside its task; on any other executor the driver relaxes it (the relaxation backbone
+    lives here) and then submits its DFT.  ``mpi_ranks``: cores (MPI ranks) per structure.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / STRUCTURES_FILE
+    existing = read_structures(path) if path.exists() else []
+    done = {a.info.get("plan_id") for a in existing}
+    entries = list(entries)
+    report = BuildReport(system, total=len(entries))
+    pending = _pending(entries, done, relaxer, report)
+    settings = LabelSettings(python, mpi_ranks)
     scratch = directory / ".labelling"
+    tasks = [LabelTask(e.plan_id, e.atoms, protocol, scratch, settings,
+                       relaxer if e.needs_relaxation else None, relaxer_name if e.needs_relaxation else None)
+             for e in pending]
     generator = generator_settings(seed, relaxer_name)
 
-    def job(entry: PlanEntry) -> Atoms:
-        atoms = entry.atoms.copy()
-        if entry.needs_relaxation:
-            atoms = relaxer(atoms)  # type: ignore[misc]
-            atoms.info.update(entry.atoms.info, relaxed_with=relaxer_name)
-        start = time.perf_counter()
-        result = run_gpaw(atoms, scratch, entry.plan_id, protocol, python)
-        result.setdefault("wall_seconds", time.perf_counter() - start)
-        return labelled_structure(atoms, result, protocol)
+    def take(record: LabelRecord) -> None:
+        """The driver's one write path: each plan id taken once, appended atomically."""
+        nonlocal existing
+        if record.plan_id in done:
+            report.duplicates += 1
+        elif not record.ok:
+            report.failed.append(f"{record.plan_id}: {record.error}")
+        else:
+            atoms = labelled_structure(record.atoms, record.result(), protocol, record.cores)
+            existing = append_structures(path, [atoms])
+            write_card(directory, system, existing, protocol, generator)
+            done.add(record.plan_id)
+            report.labelled += 1
+            report.seconds.append(float(atoms.info["label_seconds"]))
 
-    bar = tqdm(total=len(pending), desc=f"labelling {system}", unit="structure", disable=not progress,
+    bar = tqdm(total=len(tasks), desc=f"labelling {system}", unit="structure", disable=not progress,
                file=sys.stderr)
-    structures = existing
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(job, e): e for e in pending}
-        try:
-            while futures:
-                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    entry = futures.pop(future)
-                    try:
-                        atoms = future.result()
-                    except Exception as exc:  # keep the others going; report at the end
-                        report.failed.append(f"{entry.plan_id}: {exc}")
-                        bar.update(1)
-                        continue
-                    structures = append_structures(path, [atoms])
-                    write_card(directory, system, structures, protocol, generator)
-                    report.labelled += 1
-                    report.seconds.append(float(atoms.info["label_seconds"]))
-                    bar.update(1)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (uipbench._interrupt): cancel the pending, end GPAW
-            end_children(wait_for=[f for f in futures if not f.cancel()])
-            raise
+    with ExitStack() as stack:
+        if executor is None:
+            executor = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, workers)))
+        _run_tasks(tasks, executor, take, bar.update, stack)
     bar.close()
-    if structures and not report.labelled:
-        write_card(directory, system, structures, protocol, generator)
+    if existing and not report.labelled:
+        write_card(directory, system, existing, protocol, generator)
     return report
+
+
+def _run_tasks(tasks: list[LabelTask], executor: Executor, take: Callable[[LabelRecord], None],
+               tick: Callable[[int], object], stack: ExitStack) -> None:
+    """Run every task on ``executor`` and hand each record to ``take`` as it finishes.
+
+    A task whose relaxation must happen here (not on a thread pool) is relaxed on one local
+    thread first; a task that fails on the executor itself (e.g. its workers kept dying)
+    becomes a failed record.
+    """
+    in_thread = isinstance(executor, ThreadPoolExecutor)
+    relax_pool: ThreadPoolExecutor | None = None
+    futures: dict[Future, LabelTask] = {}
+    for task in tasks:
+        if task.relaxer is not None and not in_thread:
+            relax_pool = relax_pool or stack.enter_context(ThreadPoolExecutor(max_workers=1))
+            futures[relax_pool.submit(relax_task, task)] = task
+        else:
+            futures[executor.submit(label_structure, task)] = task
+    try:
+        while futures:
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = futures.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # noqa: BLE001 - the task's failure, not the driver's
+                    outcome = LabelRecord(task.plan_id, task.atoms, "failed", error=f"{type(exc).__name__}: {exc}")
+                if isinstance(outcome, LabelTask):  # relaxed here: now its DFT
+                    futures[executor.submit(label_structure, outcome)] = outcome
+                    continue
+                take(outcome)
+                tick(1)
+    except BaseException as exc:
+        running = [f for f in futures if not f.cancel()]
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM (uipbench._interrupt): end local GPAW runs
+            end_children(wait_for=running if in_thread else ())
+        raise
 
 
 def build_dataset(system: str, n: int, *, root: Path | None = None, resume: bool = False, workers: int | None = None,
                   seed: int = 0, relaxer: Relaxer | None = None, relaxer_name: str | None = None,
-                  protocol: ReferenceProtocol = PROTOCOL_V1, progress: bool = True) -> BuildReport:
-    """Label the first ``n`` entries of the generator plan of ``system``."""
+                  protocol: ReferenceProtocol = PROTOCOL_V1, progress: bool = True,
+                  executor: "ExecutorSpec | None" = None, mpi_ranks: int = 1) -> BuildReport:
+    """Label the first ``n`` entries of the generator plan of ``system``.
+
+    ``executor``: where the labelling runs (:class:`uipbench.executors.ExecutorSpec`); None or a
+    local spec: ``workers`` (or the spec's workers) local GPAW processes at a time, as always;
+    a Dask spec: one task per structure on the Dask workers, each asking for ``mpi_ranks`` cores.
+    """
     from .io import system_dir
 
     system_metal(system)  # unknown names fail here, before any work
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
+    settings = LabelSettings(mpi_ranks=mpi_ranks)  # bad ranks fail before any work
     directory = system_dir(system, root)
     path = directory / STRUCTURES_FILE
     if path.exists() and path.stat().st_size and not resume:
@@ -254,8 +409,14 @@ def build_dataset(system: str, n: int, *, root: Path | None = None, resume: bool
     ok, why = gpaw_available()
     if not ok:
         raise LabellingError(why)
-    workers = workers or os.cpu_count() or 1
+    entries = plan(system, n, seed, protocol)
+    options = dict(protocol=protocol, relaxer=relaxer, relaxer_name=relaxer_name, seed=seed, progress=progress,
+                   mpi_ranks=settings.mpi_ranks)
     with OutputLock(directory, command=f"uipbench dataset build {system} --n {n}"):  # one build per dataset
-        return label_entries(plan(system, n, seed, protocol), directory, system, workers=workers,
-                             protocol=protocol, relaxer=relaxer, relaxer_name=relaxer_name, seed=seed,
-                             progress=progress)
+        if executor is None or executor.kind == "local":
+            workers = (executor.workers if executor is not None else workers) or os.cpu_count() or 1
+            return label_entries(entries, directory, system, workers=workers, **options)
+        from ..executors import open_executor
+
+        with open_executor(executor, task_cores=settings.mpi_ranks) as pool:
+            return label_entries(entries, directory, system, executor=pool, **options)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._lock import OutputLock
 from .checks import check_inputs
 from .engine import Evaluation, SearchSettings, search
 from .minima import Minimum, distinct_minima
@@ -66,26 +68,27 @@ def search_to_folder(problem: SearchProblem, backbone: Any, delta: Any = None, *
     if budget < 1:
         raise ValueError(f"budget must be at least 1 evaluation, got {budget}")
     template = check_inputs(problem, backbone, delta)
-    meta = backbone.metadata()
-    card = {k: v for k, v in problem.to_dict().items() if k != "description"}  # prose may change, the search not
-    folder = SearchFolder(out, identity(card, meta.backbone, meta.weights_sha256, delta_sha256(delta),
-                                        settings.to_dict()))
-    done = folder.load()
-    folder.start(budget)
-    evaluations = search(problem, backbone, delta, budget=budget, settings=settings, done=done,
-                         on_evaluation=folder.write, progress=progress)
-    new = [e for e in evaluations if e.index not in done]
-    n_slab = len(template)
-    minima = distinct_minima([(e.index, e.atoms, e.energy, e.energy_std) for e in evaluations], n_slab)
-    provenance = {"problem": problem.name, "backbone": meta.backbone, "weights_sha256": meta.weights_sha256,
-                  "delta_sha256": folder.identity["delta_sha256"], "algorithm": settings.algorithm,
-                  "seed": settings.seed}
-    write_minima(folder.path, minima, n_slab, provenance)
-    if figures:
-        _figures(folder.path, problem, meta.backbone, delta is not None, settings, evaluations, minima, n_slab)
-    folder.write_summary({
-        "budget": budget, "status": "finished", "evaluations": len(evaluations), "distinct_minima": len(minima),
-        "best_energy": minima[0].energy, "best_evaluation": minima[0].evaluation,
-        "timing": timing(evaluations, new, time.perf_counter() - start), "versions": _versions(backbone),
-    })
-    return SearchSummary(folder.path, evaluations, minima, len(evaluations) - len(new))
+    with OutputLock(out, command=" ".join(sys.argv)):  # one run per folder; a dead owner's lock is taken over
+        meta = backbone.metadata()
+        card = {k: v for k, v in problem.to_dict().items() if k != "description"}  # prose may change, the search not
+        folder = SearchFolder(out, identity(card, meta.backbone, meta.weights_sha256, delta_sha256(delta),
+                                            settings.to_dict()))
+        done = folder.load()
+        folder.start(budget)
+        evaluations = search(problem, backbone, delta, budget=budget, settings=settings, done=done,
+                             on_evaluation=folder.write, progress=progress)
+        new = [e for e in evaluations if e.index not in done]
+        n_slab = len(template)
+        minima = distinct_minima([(e.index, e.atoms, e.energy, e.energy_std) for e in evaluations], n_slab)
+        provenance = {"problem": problem.name, "backbone": meta.backbone, "weights_sha256": meta.weights_sha256,
+                      "delta_sha256": folder.identity["delta_sha256"], "algorithm": settings.algorithm,
+                      "seed": settings.seed}
+        write_minima(folder.path, minima, n_slab, provenance)
+        if figures:
+            _figures(folder.path, problem, meta.backbone, delta is not None, settings, evaluations, minima, n_slab)
+        folder.write_summary({
+            "budget": budget, "status": "finished", "evaluations": len(evaluations), "distinct_minima": len(minima),
+            "best_energy": minima[0].energy, "best_evaluation": minima[0].evaluation,
+            "timing": timing(evaluations, new, time.perf_counter() - start), "versions": _versions(backbone),
+        })
+        return SearchSummary(folder.path, evaluations, minima, len(evaluations) - len(new))

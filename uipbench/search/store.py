@@ -18,6 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from .._atomic import write_json_atomic
+from .._lock import LOCK_FILE
 from .engine import Evaluation
 
 FORMAT = "uipbench-search"
@@ -107,7 +108,7 @@ class SearchFolder:
             if diff:
                 raise SearchFolderError(f"{self.path} holds another search (settings differ: {'; '.join(diff)}); "
                                         f"choose another --out, or delete the folder to start over")
-        elif self.path.is_dir() and any(self.path.iterdir()):
+        elif self.path.is_dir() and any(not p.name.startswith(LOCK_FILE) for p in self.path.iterdir()):
             raise SearchFolderError(f"{self.path} is not empty and holds no search.json; choose another --out")
 
     def start(self, budget: int, extra: dict[str, Any] | None = None) -> None:
