@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 from ase.io import write
 
-from uipbench._interrupt import WORKER_PREFIX, child_env, worker_tempdir  # noqa: F401  (WORKER_PREFIX re-exported)
+from uipbench._interrupt import WORKER_PREFIX, child_env, run_child, worker_tempdir  # noqa: F401  (WORKER_PREFIX re-exported)
 from uipbench.embedding import StructureEmbedding
 
 from ..fake_backbone import FakeBackbone
@@ -37,7 +37,7 @@ class FakeWorkerBackbone(FakeBackbone):
             write(inp, structures, format="extxyz")
             cmd = [sys.executable, "-m", "tests.core.faults.fake_worker", str(inp), str(out),
                    "1" if forces else "0"]
-            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, env=child_env())
+            proc = run_child(cmd, stdout=subprocess.DEVNULL, env=child_env())
             if proc.returncode != 0:
                 raise RuntimeError(f"fake worker failed (exit {proc.returncode})")
             with np.load(out, allow_pickle=False) as data:
