@@ -10,46 +10,21 @@ embeddings in a worker subprocess inside a ``uipbench-worker-<pid>-*`` temporary
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Callable
 
-import numpy as np
-from ase.io import write
-
-from uipbench._interrupt import WORKER_PREFIX, child_env, run_child, worker_tempdir  # noqa: F401  (WORKER_PREFIX re-exported)
-from uipbench.embedding import StructureEmbedding
-
-from ..fake_backbone import FakeBackbone
+# light at the top, like the ``uipbench`` script: the signal handling starts before anything heavy is imported
+from uipbench._interrupt import WORKER_PREFIX  # noqa: F401  (re-exported)
 
 
+def fake_backbone():
+    from ..fake_backbone import FakeBackbone
 
-class FakeWorkerBackbone(FakeBackbone):
-    """The fake backbone, computed in a child process (one call per embed, like RemoteBackbone)."""
+    if os.environ.get("FAKE_WORKER") == "1":
+        from .fake_remote import FakeWorkerBackbone
 
-    batch_size = 10**9
-
-    def _embed_batch(self, structures, forces):
-        self.calls += 1
-        with worker_tempdir() as tmp:  # as RemoteBackbone._call
-            inp, out = Path(tmp) / "input.extxyz", Path(tmp) / "embedding.npz"
-            write(inp, structures, format="extxyz")
-            cmd = [sys.executable, "-m", "tests.core.faults.fake_worker", str(inp), str(out),
-                   "1" if forces else "0"]
-            proc = run_child(cmd, stdout=subprocess.DEVNULL, env=child_env())
-            if proc.returncode != 0:
-                raise RuntimeError(f"fake worker failed (exit {proc.returncode})")
-            with np.load(out, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        index = arrays["structure_index"]
-        return [StructureEmbedding(float(arrays["energy"][i]), arrays["embedding"][index == i],
-                                   arrays["numbers"][index == i], arrays["forces"][index == i] if forces else None)
-                for i in range(len(structures))]
-
-
-def fake_backbone() -> FakeBackbone:
-    return FakeWorkerBackbone() if os.environ.get("FAKE_WORKER") == "1" else FakeBackbone()
+        return FakeWorkerBackbone()
+    return FakeBackbone()
 
 
 def install(patch: Callable[[object, str, object], None] = setattr) -> None:
@@ -70,10 +45,16 @@ def install(patch: Callable[[object, str, object], None] = setattr) -> None:
 
 
 def main(argv: list[str]) -> int:
-    install()
+    from uipbench._interrupt import Interrupted, handle_signals
     from uipbench.cli import main as uipbench
+    from uipbench.cli.common import interrupted
 
-    return uipbench(argv)
+    with handle_signals():  # installing the fake imports the heavy modules
+        try:
+            install()
+        except Interrupted as exc:
+            return interrupted(exc)
+        return uipbench(argv)
 
 
 if __name__ == "__main__":
