@@ -12,7 +12,8 @@ a run finishes by itself; its results must equal the reference, value for value 
 reader).  Rounds go on until ``--kills`` runs were killed while alive.
 
 Checked after every run: no process of that run is alive (each run's processes carry a tag in their
-environment, found in /proc), a SIGTERM gives exit 143 and one line without a traceback, a SIGKILL that
+environment, found in /proc), a SIGTERM gives exit 143 and one line without a traceback (exit -15 only
+when it lands in the interpreter's start-up, before any uipbench code runs), a SIGKILL that
 left a lock is taken over by the next run with a warning and never blocks it (no exit 2).  At the end:
 no ``uipbench-worker-*`` folder in the runs' temp folder, no lock file, no temporary file of an atomic
 write in any results folder, and (reported, not required) temporary files left in the caches.
@@ -38,6 +39,7 @@ from uipbench._lock import LOCK_FILE  # noqa: E402
 
 TAKEN_OVER = "took over the lock of a run that is gone"
 INTERRUPTED = "uipbench: interrupted (SIGTERM); finished work is kept; run the same command to resume"
+INTERRUPTED_EARLY = "uipbench: interrupted (SIGTERM)"  # before the command line was parsed: no hint yet
 
 
 def sweep_command(root: Path, out: Path) -> list[str]:
@@ -106,7 +108,7 @@ class Soak:
             last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
             if done.returncode == -15:
                 entry["before_handler"] = True  # killed during interpreter start-up, before main()
-            elif done.returncode != 143 or last != INTERRUPTED:
+            elif done.returncode != 143 or not (last == INTERRUPTED or last == INTERRUPTED_EARLY):
                 self.problems.append(f"{where}: SIGTERM gave exit {done.returncode}, last line {last!r}")
         if not alive and done.returncode != 0:
             self.problems.append(f"{where}: finished with exit {done.returncode}\n{done.stderr[-2000:]}")
