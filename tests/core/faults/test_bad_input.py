@@ -88,7 +88,8 @@ CASES: list[tuple[str, str, Callable[..., list], str]] = [
     ("embed", "binary file", lambda c: _embed(c, damage.garbage(c.tmp / "in.extxyz")), r"in\.extxyz: "),
     ("embed", "NaN positions", lambda c: _embed(c, damage.nan_positions(c.structures())),
      r"structure 0: positions contain NaN"),
-    ("embed", "no input", lambda c: _embed(c, c.tmp / "absent.extxyz"), r"absent\.extxyz(: file not found| does not exist)"),
+    ("embed", "no input", lambda c: _embed(c, c.tmp / "absent.extxyz"),
+     r"absent\.extxyz(: file not found| does not exist)"),
     ("embed", "input a folder", lambda c: _embed(c, c.tmp), r"--input .* is a folder, not a file"),
     ("embed", "output = input", lambda c: _embed(c, c.structures(), c.tmp / "cu-s.extxyz"), r"same file as --input"),
     ("embed", "output a folder", lambda c: _embed(c, c.structures(), c.tmp), r"is a folder"),
@@ -132,7 +133,8 @@ CASES: list[tuple[str, str, Callable[..., list], str]] = [
      r"results file is empty"),
     ("report", "all values NaN", lambda c: ["report", _run_with(c, "results.csv", damage.nan_values)],
      r"no cell has a finite energy_mae_mev_per_atom"),
-    ("report", "metadata.json not JSON", lambda c: ["report", _run_with(c, "metadata.json", lambda p: p.write_text("{"))],
+    ("report", "metadata.json not JSON",
+     lambda c: ["report", _run_with(c, "metadata.json", lambda p: p.write_text("{"))],
      r"metadata\.json: unreadable metadata"),
     ("report", "--out a file", lambda c: ["report", c.run_copy(), "--out", c.file("afile", "x")], r"is a file"),
     # demo (the checks made before the sweep starts)
@@ -257,7 +259,8 @@ def test_bad_input_is_one_line_and_exit_2(command, case, build, pattern, fake, c
     assert [p for p in after if p not in before] == [], "a refused command wrote files"
 
 
-@pytest.mark.parametrize("command, case, argv, pattern", ARGPARSE_CASES, ids=[f"{c[0]}: {c[1]}" for c in ARGPARSE_CASES])
+@pytest.mark.parametrize("command, case, argv, pattern", ARGPARSE_CASES,
+                         ids=[f"{c[0]}: {c[1]}" for c in ARGPARSE_CASES])
 def test_bad_arguments_are_argparse_errors(command, case, argv, pattern, call):
     import re
 

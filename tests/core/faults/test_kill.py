@@ -11,8 +11,6 @@ import functools
 import multiprocessing
 import os
 import random
-import re
-import shutil
 import signal
 import stat
 import sys
