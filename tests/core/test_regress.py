@@ -202,7 +202,7 @@ def datasets_root(tmp_path):
 @pytest.fixture
 def fakes(monkeypatch):
     backbones = {"chgnet-0.2.0": NamedFake("chgnet-0.2.0"), "chgnet-0.3.0": NamedFake("chgnet-0.3.0", error=0.4)}
-    monkeypatch.setattr(data_module, "load_backbone", lambda name: backbones[name])
+    monkeypatch.setattr(data_module, "load_backbone", lambda name, **options: backbones[name])
     return backbones
 
 

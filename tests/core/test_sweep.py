@@ -42,7 +42,7 @@ def datasets_root(tmp_path):
 @pytest.fixture
 def fake_backbone(monkeypatch):
     backbone = FakeBackbone()
-    monkeypatch.setattr(data_module, "load_backbone", lambda name: backbone)
+    monkeypatch.setattr(data_module, "load_backbone", lambda name, **options: backbone)
     return backbone
 
 
