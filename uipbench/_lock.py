@@ -1,11 +1,13 @@
 """One run at a time per output folder: a lock file naming its owner.
 
 ``with OutputLock(folder, command="uipbench sweep ..."):`` creates ``folder/.uipbench.lock``
-atomically (``O_CREAT | O_EXCL``) holding the owner's pid, host, command and start time, and
-removes it on exit, exceptions included.  A second run on the same folder gets
-:class:`OutputLocked` naming the owner.  A lock left by a process that is gone (killed) on this
-host is taken over, with a warning; a lock of another host is never taken over (its process
-cannot be checked from here).  The thread that holds the lock may enter it again (nested commands).
+atomically and exclusively (a hard link to its complete record) holding the owner's pid, host,
+command and start time, and removes it on exit, exceptions included (Ctrl-C and SIGTERM too).
+A second run on the same folder gets :class:`OutputLocked` naming the owner.  A lock left by a
+process that is gone (killed) on this host is taken over, with a warning, and the temporary files
+of its unfinished atomic writes are removed; a lock of another host is never taken over (its
+process cannot be checked from here).  The thread that holds the lock may enter it again (nested
+commands).  A folder the lock had to create is removed on release when the run left it empty.
 """
 from __future__ import annotations
 
@@ -50,6 +52,31 @@ def _alive(owner: dict[str, Any]) -> bool:
     return recorded is None or now is None or recorded == now
 
 
+def _write_synced(fd: int, text: str) -> None:
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _remove_leftovers(folder: Path) -> int:
+    """Remove the temporary files of atomic writes (``uipbench._atomic``: ``.<name>.<random>.tmp``) and
+    of lock creation in ``folder``: called only when the lock of a dead owner is taken over, whose
+    writes they were (no other run writes into a locked folder)."""
+    removed = 0
+    for path in folder.glob(".*.tmp"):
+        pid = path.name.split(".")[3] if path.name.startswith(f"{LOCK_FILE}.") else ""
+        if pid.isdigit() and _alive({"pid": pid}):
+            continue  # the lock record of a run taking the lock right now
+        try:
+            if path.is_file():
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def _describe(owner: dict[str, Any]) -> str:
     return (f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}, `{owner.get('command', '?')}`, "
             f"since {owner.get('started', '?')}")
@@ -63,6 +90,7 @@ class OutputLock:
         self.path = self.folder / LOCK_FILE
         self.command = command
         self._owned = False
+        self._created = False
 
     def _owner_record(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "pid_start": _start_ticks(os.getpid()), "thread": threading.get_ident(),
@@ -70,14 +98,30 @@ class OutputLock:
                 "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
     def _create(self) -> bool:
+        """Make the lock file, complete with its owner record, or return False if it exists.
+
+        The record is written to a temporary file first and hard-linked to the lock's name (atomic and
+        exclusive), so no other run ever reads a lock file without an owner, even if this one is killed
+        in between; where the filesystem has no hard links, the file is created exclusively and written.
+        """
+        record = json.dumps(self._owner_record())
+        tmp = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            _write_synced(os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644), record)
+            try:
+                os.link(tmp, self.path)
+                return True
+            except (FileExistsError, FileNotFoundError):  # taken, or our record removed by a taker: retry
+                return False
+            except OSError:  # no hard links here
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self._owner_record(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_synced(fd, record)
         return True
 
     def _read_owner(self) -> dict[str, Any] | None:
@@ -110,12 +154,16 @@ class OutputLock:
         try:
             if self._read_owner() == owner:
                 self.path.unlink(missing_ok=True)
-                warnings.warn(f"{self.folder}: took over the lock of a run that is gone ({_describe(owner)})",
+                left = _remove_leftovers(self.folder)
+                note = f"; removed {left} temporary file(s) of its unfinished writes" if left else ""
+                who = _describe(owner) if owner else "its lock file names no owner"
+                warnings.warn(f"{self.folder}: took over the lock of a run that is gone ({who}){note}",
                               stacklevel=4)
         finally:
             guard.unlink(missing_ok=True)
 
     def acquire(self) -> None:
+        self._created = not self.folder.exists()  # removed again on release if nothing was written
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(100):
             if self._create():
@@ -126,7 +174,7 @@ class OutputLock:
                 continue  # released meanwhile: try again
             if self._mine(owner) and owner.get("thread") == threading.get_ident():
                 return  # this thread holds it already (a nested command): the outer one releases it
-            if owner and owner.get("host") == socket.gethostname() and not _alive(owner):
+            if self._stale(owner):
                 self._take_over(owner)
                 continue
             who = _describe(owner) if owner else "an owner that did not say who it is"
@@ -141,6 +189,21 @@ class OutputLock:
         self._owned = False
         if self._mine(self._read_owner()):
             self.path.unlink(missing_ok=True)
+        if self._created:
+            try:
+                self.folder.rmdir()  # a folder made for a run that wrote nothing (refused input, interrupted)
+            except OSError:
+                pass
+
+    def _stale(self, owner: dict[str, Any]) -> bool:
+        """A dead owner on this host, or a lock file without an owner record left long ago (by a killed
+        run of an older uipbench, or on a filesystem without hard links)."""
+        if not owner:
+            try:
+                return time.time() - self.path.stat().st_mtime > GUARD_STALE_S
+            except FileNotFoundError:
+                return False
+        return owner.get("host") == socket.gethostname() and not _alive(owner)
 
     @staticmethod
     def _mine(owner: dict[str, Any] | None) -> bool:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from ase import Atoms
 from ase.io import read, write
 
+from .._interrupt import child_env, run_child, worker_tempdir
 from ..embedding import EmbeddingBatch, EmbeddingMetadata, StructureEmbedding, read_embeddings
 from ._common import random_identity, sha256_file
 from .card import BackboneCard
@@ -57,7 +57,7 @@ class RemoteBackbone(Backbone):
 
     def _call(self, task: str, structures: Sequence[Atoms], output: Path, *extra: str) -> None:
         spec = ensure(self.card)
-        with tempfile.TemporaryDirectory(prefix="uipbench-worker-") as tmp:
+        with worker_tempdir() as tmp:  # its own, and those of killed runs, removed
             inp = Path(tmp) / "input.extxyz"
             buffer = io.StringIO()
             if structures:
@@ -67,7 +67,9 @@ class RemoteBackbone(Backbone):
             cmd = [str(spec.python), "-m", "uipbench.adapters.worker", task, *self._options(),
                    "--input", str(inp), "--output", str(output), "--error-file", str(error_file), *extra]
             # stderr goes to the user's terminal: progress bars and warnings stay visible
-            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+            # run_child: ended by end_children when a thread runs it (a relaxation of dataset build);
+            # child_env: it dies with us
+            proc = run_child(cmd, stdout=subprocess.DEVNULL, env=child_env())
             report = json.loads(error_file.read_text()) if proc.returncode and error_file.is_file() else None
         if proc.returncode == 0:
             return
@@ -96,7 +98,7 @@ class RemoteBackbone(Backbone):
 
     def metadata(self) -> EmbeddingMetadata:
         if self._metadata is None:
-            with tempfile.TemporaryDirectory() as tmp:
+            with worker_tempdir() as tmp:
                 out = Path(tmp) / "metadata.json"
                 self._call("metadata", [], out)
                 self._metadata = EmbeddingMetadata.from_dict(json.loads(out.read_text()))
@@ -105,7 +107,7 @@ class RemoteBackbone(Backbone):
     def embed(self, structures: Sequence[Atoms], forces: bool = False) -> EmbeddingBatch:
         for i, atoms in enumerate(structures):  # fail fast, before starting a worker
             check_structure(atoms, ALL_ELEMENTS, self.cutoff, self.name, f"structure {i}")
-        with tempfile.TemporaryDirectory() as tmp:
+        with worker_tempdir() as tmp:
             out = Path(tmp) / "embedding.npz"
             self._call("embed", structures, out, *(["--forces"] if forces else []))
             batch, _ = read_embeddings(out)
@@ -116,7 +118,7 @@ class RemoteBackbone(Backbone):
         return self.embed(structures, forces).structures
 
     def relax(self, atoms: Atoms, fmax: float = 0.05, steps: int = 200) -> Atoms:
-        with tempfile.TemporaryDirectory() as tmp:
+        with worker_tempdir() as tmp:
             out = Path(tmp) / "relaxed.extxyz"
             self._call("relax", [atoms], out, "--fmax", str(fmax), "--steps", str(steps))
             relaxed = read(out, format="extxyz")

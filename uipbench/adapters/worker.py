@@ -71,6 +71,9 @@ def run_task(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .._interrupt import child_process_init
+
+    child_process_init()  # Ctrl-C/SIGTERM: exit at once, no traceback (the parent cleans up); dies with it
     args = _parser().parse_args(argv)
     try:
         run_task(args)

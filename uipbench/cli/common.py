@@ -1,16 +1,18 @@
 """What every ``uipbench`` command shares: the error → exit-code rule, output checks, shared arguments.
 
-Nothing here imports more than the standard library (and :mod:`uipbench.harness.defaults`), so every
-command's parser stays cheap to build.
+Nothing here imports more than the standard library (and :mod:`uipbench.harness.defaults`,
+:mod:`uipbench._interrupt`), so every command's parser stays cheap to build.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from .._interrupt import Interrupted, end_children, handle_signals
 from ..harness.defaults import AGGREGATIONS, DEFAULT_SEEDS, DEFAULT_SIZES
 
 #: exit code of a command stopped by bad input (argparse uses the same)
@@ -21,7 +23,20 @@ BAD_INPUT_ERRORS = (ValueError, FileNotFoundError, RuntimeError, PermissionError
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    """Run the parsed subcommand; bad input becomes one ``uipbench: error: ...`` line and exit 2."""
+    """Run the parsed subcommand; bad input becomes one ``uipbench: error: ...`` line and exit 2.
+
+    SIGINT and SIGTERM end the command through normal unwinding (:mod:`uipbench._interrupt`): locks
+    are released, temporary folders removed, child processes ended; then one line
+    (``uipbench: interrupted (SIGTERM); ...``, with the command's ``resume_hint``) and exit 130 / 143.
+    """
+    with handle_signals():
+        try:
+            return _run(args)
+        except Interrupted as exc:
+            return interrupted(exc, getattr(args, "resume_hint", None))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except BrokenPipeError:  # output piped into `head` & co.: stop quietly, as other Unix tools do
@@ -30,6 +45,19 @@ def dispatch(args: argparse.Namespace) -> int:
     except BAD_INPUT_ERRORS as exc:
         print(f"uipbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def interrupted(exc: Interrupted, hint: str | None = None) -> int:
+    """End the children still alive, say so in one line, and return the signal's exit code."""
+    end_children()
+    exc.__traceback__ = None  # frees the unwound frames: progress bars they held close now, before the line
+    gc.collect()
+    print(f"uipbench: interrupted ({exc.signal_name})" + (f"; {hint}" if hint else ""), file=sys.stderr)
+    return exc.exit_code
+
+
+#: what the interruption line tells the user of a command that resumes
+RESUME_HINT = "finished work is kept; run the same command to resume"
 
 
 def command_line() -> list[str]:

@@ -49,12 +49,18 @@ def _print_card(card: dict, ok: bool, problems: list[str]) -> None:
 def info(args: argparse.Namespace) -> int:
     from ..datasets.io import load_card, validate
 
+    from ..datasets.io import CARD_FILE, system_dir
+
     card = load_card(args.system, args.root)
     report = validate(args.system, args.root)
     if args.format == "json":
         print(json.dumps({"card": card, "valid": report.ok, "problems": report.problems}, indent=2))
-    else:
+        return 0 if report.ok else 1
+    try:
         _print_card(card, report.ok, report.problems)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{system_dir(args.system, args.root) / CARD_FILE}: not a dataset card (field {exc} "
+                         f"missing or of the wrong kind); `uipbench dataset build --resume` rewrites it") from None
     return 0 if report.ok else 1
 
 
@@ -71,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--relax-with", default="chgnet-0.3.0",
                    help="backbone that relaxes the 'relaxed' variants ('none' defers them)")
     p.add_argument("--root", type=Path, default=None, help="datasets folder (default: the shipped one)")
-    p.set_defaults(func=build)
+    p.set_defaults(func=build, resume_hint="labelled structures are kept; run it again with --resume to continue")
     p = dsub.add_parser("info", help="summarise and validate a system's dataset")
     p.add_argument("system")
     add_format_argument(p)

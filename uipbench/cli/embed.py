@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_trust_argument, check_output_files, check_output_folder
+from .common import add_trust_argument, check_input_files, check_output_files, check_output_folder
 
 
 def _check_paths(args: argparse.Namespace) -> None:
     """Every path the command writes, checked before a backbone is loaded."""
+    check_input_files({"--input": args.input})
     metadata = "its metadata JSON (--output with the suffix .json)"
     check_output_files({"--output": args.output, metadata: args.output.with_suffix(".json")},
                        inputs={"--input": args.input})

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from . import backbones, dataset, embed, mptrj, regress, search, sweep
-from .common import dispatch
+from .._interrupt import Interrupted, handle_signals
+from .common import dispatch, interrupted
 
 #: the command groups, in the order ``uipbench --help`` lists them; each has ``register(subparsers)``
 GROUPS = (dataset, backbones, embed, sweep, search, mptrj, regress)
@@ -22,4 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return dispatch(build_parser().parse_args(argv))
+    """Parse and run one command (its exit code); SIGINT/SIGTERM end it cleanly (see :func:`dispatch`)."""
+    with handle_signals():
+        try:
+            args = build_parser().parse_args(argv)
+        except Interrupted as exc:
+            return interrupted(exc)
+        return dispatch(args)

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from .common import check_input_files, check_output_folder, given
+from .common import check_input_files, check_output_folder, command_line, given
 
 DEFAULT_REPORTS = Path("reports") / "mptrj-envs"
 
@@ -29,11 +29,26 @@ def _read_table(path: Path):
     return pd.read_csv(path)
 
 
-def _relate(args: argparse.Namespace, result, centers: tuple[str, ...], output: Path) -> dict[str, Path]:
+#: what ``--sweep-results`` must hold (the relation's columns), checked before the count starts
+SWEEP_COLUMNS = ("backbone", "system", "metric", "value")
+
+
+def _sweep_table(path: Path):
+    """The ``--sweep-results`` table, read and checked before the count (which can take hours)."""
+    try:
+        table = _read_table(path)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"--sweep-results {path}: cannot be read as a table ({exc})") from None
+    missing = [c for c in SWEEP_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"--sweep-results {path}: not a sweep results table (lacks column(s) {missing})")
+    return table
+
+
+def _relate(args: argparse.Namespace, result, centers: tuple[str, ...], output: Path, sweep) -> dict[str, Path]:
     """The counts against each backbone's raw error (``--sweep-results``): a CSV and a figure per centre."""
     from ..mptrj import plot_relation, relate_to_errors
 
-    sweep = _read_table(Path(args.sweep_results))
     written: dict[str, Path] = {}
     for center in centers:
         relation = relate_to_errors(result.table, sweep, center=center, category=args.relate_category,
@@ -55,6 +70,14 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output is not None else _default_output(path)
     check_input_files({"PATH": path, "--sweep-results": args.sweep_results})
     check_output_folder("--output" if args.output is not None else "the output folder", output, inputs=[path])
+    sweep = _sweep_table(Path(args.sweep_results)) if args.sweep_results is not None else None
+    from .._lock import OutputLock
+
+    with OutputLock(output, command=" ".join(command_line())):
+        return _count(args, path, output, sweep)
+
+
+def _count(args: argparse.Namespace, path: Path, output: Path, sweep) -> int:
     from ..mptrj import CountSpec, count_environments, format_summary, write_outputs
 
     spec = CountSpec(centers=tuple(args.center), neighbors=tuple(args.neighbors), require=tuple(args.require),
@@ -64,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
                                 **given(chunk_size=args.chunk_size))
     written = write_outputs(result, output)
     print(format_summary(result))
-    if args.sweep_results is not None:
-        written.update(_relate(args, result, spec.centers, output))
+    if sweep is not None:
+        written.update(_relate(args, result, spec.centers, output, sweep))
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
 

@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import (add_datasets_root_argument, add_grid_arguments, check_output_files, check_output_folder,
-                     command_line, given, training_sizes)
+from .common import (RESUME_HINT, add_datasets_root_argument, add_grid_arguments, check_output_files,
+                     check_output_folder, command_line, given, training_sizes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +87,7 @@ def _add_golden(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--random-weights", action="store_true",
                    help="write with the card's architecture and random weights (seed 0) even if real ones exist")
     g.add_argument("--in-process", choices=("auto", "yes", "no"), default="auto")
-    g.set_defaults(func=run_golden)
+    g.set_defaults(func=run_golden, resume_hint=None)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -117,5 +117,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-run", action="store_true", help="only compare results already in <out>/sweep")
     p.add_argument("--workers", type=int, default=1, help="local processes for the Δ-fits")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, resume_hint=RESUME_HINT)
     _add_golden(p.add_subparsers(dest="regress_command", required=False))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ..executors import add_arguments as add_executor_arguments
 from ..harness.defaults import DESCRIPTORS
-from .common import (add_datasets_root_argument, add_grid_arguments, add_trust_argument, check_output_folder,
-                     command_line, training_sizes)
+from .common import (RESUME_HINT, add_datasets_root_argument, add_grid_arguments, add_trust_argument,
+                     check_output_folder, command_line, training_sizes)
 
 
 def sweep(args: argparse.Namespace) -> int:
@@ -52,9 +52,12 @@ def demo(args: argparse.Namespace) -> int:
     from ..report.render import write_report
     from ..report.tables import headline, headline_markdown
 
+    from .._lock import OutputLock
+
     start = time.perf_counter()
-    results = run_sweep(out=out, command=["uipbench", "demo"])
-    path = write_report(out)
+    with OutputLock(out, command="uipbench demo"):  # sweep and report: no other run gets in between
+        results = run_sweep(out=out, command=["uipbench", "demo"])
+        path = write_report(out)
     print(headline_markdown(headline(results)))
     print(f"\nuipbench demo: {time.perf_counter() - start:.0f} s; report: {path} (HTML: {path.with_suffix('.html')})")
     return 0
@@ -72,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "workers, or SLURM jobs)")
     p.add_argument("--out", type=Path, default=Path("reports/sweep"), help="results folder (resumed if present)")
     add_trust_argument(p)
-    p.set_defaults(func=sweep)
+    p.set_defaults(func=sweep, resume_hint=RESUME_HINT)
 
     p = subparsers.add_parser("report", help="Markdown + HTML report with tables and figures of a sweep")
     p.add_argument("run", type=Path, help="results folder of a sweep")
@@ -81,4 +84,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("demo", help="the main job on the shipped data (what `make demo` runs)")
     p.add_argument("--out", default="reports/demo")
-    p.set_defaults(func=demo)
+    p.set_defaults(func=demo, resume_hint=RESUME_HINT)

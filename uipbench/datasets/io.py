@@ -91,6 +91,8 @@ def labelled(atoms: Atoms, where: str) -> Atoms:
         raise DatasetError(f"{where}: energy is not finite ({energy})")
     if forces.shape != (len(atoms), 3) or not np.all(np.isfinite(forces)):
         raise DatasetError(f"{where}: forces are missing, misshapen or not finite")
+    if not np.all(np.isfinite(atoms.positions)) or not np.all(np.isfinite(atoms.cell.array)):
+        raise DatasetError(f"{where}: positions or cell are not finite")
     return atoms
 
 

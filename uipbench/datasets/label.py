@@ -34,6 +34,8 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from .._atomic import write_json_atomic, write_text_atomic
+from .._interrupt import end_children, run_child
+from .._lock import OutputLock
 from ..paths import gpaw_python
 from .generate import BLOCK_SCHEDULE, S_HEIGHT_RANGE, VARIANTS, PlanEntry, plan
 from .io import (CARD_FILE, STRUCTURES_FILE, DatasetError, count_summary, read_structures,
@@ -117,8 +119,8 @@ def run_gpaw(atoms: Atoms, scratch: Path, name: str, protocol: ReferenceProtocol
         except json.JSONDecodeError:
             pass  # a corrupt leftover: recompute
     write_json_atomic(job_path, job)
-    proc = subprocess.run(settings.command(job_path, result_path), capture_output=True, text=True,
-                          env=_gpaw_env())
+    proc = run_child(settings.command(job_path, result_path), capture_output=True, text=True,  # ended on
+                     env=_gpaw_env())  # Ctrl-C / SIGTERM, not waited for
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-2000:]
         raise LabellingError(f"GPAW failed on {name} (exit {proc.returncode}):\n{tail}")
@@ -376,9 +378,10 @@ def _run_tasks(tasks: list[LabelTask], executor: Executor, take: Callable[[Label
                     continue
                 take(outcome)
                 tick(1)
-    except BaseException:
-        for future in futures:
-            future.cancel()
+    except BaseException as exc:
+        running = [f for f in futures if not f.cancel()]
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM (uipbench._interrupt): end local GPAW runs
+            end_children(wait_for=running if in_thread else ())
         raise
 
 
@@ -409,10 +412,11 @@ def build_dataset(system: str, n: int, *, root: Path | None = None, resume: bool
     entries = plan(system, n, seed, protocol)
     options = dict(protocol=protocol, relaxer=relaxer, relaxer_name=relaxer_name, seed=seed, progress=progress,
                    mpi_ranks=settings.mpi_ranks)
-    if executor is None or executor.kind == "local":
-        workers = (executor.workers if executor is not None else workers) or os.cpu_count() or 1
-        return label_entries(entries, directory, system, workers=workers, **options)
-    from ..executors import open_executor
+    with OutputLock(directory, command=f"uipbench dataset build {system} --n {n}"):  # one build per dataset
+        if executor is None or executor.kind == "local":
+            workers = (executor.workers if executor is not None else workers) or os.cpu_count() or 1
+            return label_entries(entries, directory, system, workers=workers, **options)
+        from ..executors import open_executor
 
-    with open_executor(executor, task_cores=settings.mpi_ranks) as pool:
-        return label_entries(entries, directory, system, executor=pool, **options)
+        with open_executor(executor, task_cores=settings.mpi_ranks) as pool:
+            return label_entries(entries, directory, system, executor=pool, **options)

@@ -12,6 +12,7 @@ finished cell.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import sys
 import warnings
@@ -272,23 +273,51 @@ def _execute(tasks: list[Task], results: pd.DataFrame, preds: pd.DataFrame, out:
              executor: Executor | None, workers: int, progress: bool) -> pd.DataFrame:
     """Run the tasks; the driver alone writes the results, after every finished task."""
     own = executor is None
-    executor = executor or ProcessPoolExecutor(max_workers=max(1, workers))
+    executor = executor or _local_pool(workers)
+    futures: dict = {}
     try:
         futures = {executor.submit(run_task, t): t for t in tasks}
-        bar = tqdm(total=len(futures), desc="sweep", unit="task", disable=not progress, file=sys.stderr)
-        for future in as_completed(futures):
-            done: TaskResult = future.result()
-            results = pd.concat([results, pd.DataFrame(done.rows, columns=RESULT_COLUMNS)], ignore_index=True)
-            preds = pd.concat([preds, pd.DataFrame(done.predictions)], ignore_index=True)
-            if out:
-                write_results(out, results, preds)
-            _report_warnings(futures[future], done)
-            bar.update(1)
-        bar.close()
-    finally:
-        if own:
-            executor.shutdown()
+        with tqdm(total=len(futures), desc="sweep", unit="task", disable=not progress, file=sys.stderr) as bar:
+            for future in as_completed(futures):
+                done: TaskResult = future.result()
+                results = pd.concat([results, pd.DataFrame(done.rows, columns=RESULT_COLUMNS)], ignore_index=True)
+                preds = pd.concat([preds, pd.DataFrame(done.predictions)], ignore_index=True)
+                if out:
+                    write_results(out, results, preds)
+                _report_warnings(futures[future], done)
+                bar.update(1)
+    except BaseException:  # an error, Ctrl-C or SIGTERM: what is finished is written; stop the rest now
+        _stop(executor, futures, own)
+        raise
+    if own:
+        executor.shutdown()
     return results
+
+
+def _local_pool(workers: int) -> ProcessPoolExecutor:
+    """The default executor: local processes that leave Ctrl-C to the sweep and die with it."""
+    from .._interrupt import worker_process_init
+
+    return ProcessPoolExecutor(max_workers=max(1, workers), initializer=worker_process_init,
+                               initargs=(os.getpid(),))
+
+
+def _stop(executor: Executor, futures: dict, own: bool) -> None:
+    """Cancel the tasks not started; the sweep's own pool also has its running workers terminated
+    (a task runs for minutes, and its result could not be written any more)."""
+    for future in futures:
+        future.cancel()
+    if not own:
+        return
+    processes = list((getattr(executor, "_processes", None) or {}).values())  # no public API before 3.14
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 class FitWarning(UserWarning):

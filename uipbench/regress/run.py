@@ -7,6 +7,7 @@ paired by seed (:mod:`.stats`), applies the gate rule and writes the report (:mo
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,7 @@ def run_regress(baseline: str, candidate: str, systems: Sequence[str] | None = N
     ``run=False`` only compares the results already in ``<out>/sweep`` (an error if there are none).
     Cached results computed on different data than the shipped data now are recomputed.
     """
+    from .._lock import OutputLock
     from ..harness import sweep as sweep_module
     from ..harness.results import read_results
     from .report import write_regress_report
@@ -123,17 +125,18 @@ def run_regress(baseline: str, candidate: str, systems: Sequence[str] | None = N
     out = Path(out) if out else REGRESS_DIR / f"{baseline}__{candidate}"
     sweep_dir = out / "sweep"
     notes: list[str] = []
-    if run:
-        _sweep(notes, backbones=[baseline, candidate], systems=systems,
-               aggregations=tuple(aggregations or sweep_module.AGGREGATIONS), sizes=sizes, seeds=seeds,
-               descriptors=descriptors, out=sweep_dir, executor=executor, workers=workers, cache=cache,
-               progress=progress, command=command, datasets_root=datasets_root)
-    else:
-        _stored(sweep_dir, systems, datasets_root, notes)
-    results, _, metadata = read_results(sweep_dir)  # both modes compare what the run folder holds
-    if systems:
-        results = results[results.system.isin(list(systems))]
-    comparison = compare(results, baseline, candidate, seeds=seeds, where=str(sweep_dir))
-    result = RegressResult(baseline, candidate, comparison, gate(comparison, rule), rule, out, notes=notes)
-    result.report = write_regress_report(result, results, sweep_dir, golden_dir, datasets_root, metadata)
+    with OutputLock(out, command=" ".join(command or sys.argv)):  # the report's folder; the sweep locks its own
+        if run:
+            _sweep(notes, backbones=[baseline, candidate], systems=systems,
+                   aggregations=tuple(aggregations or sweep_module.AGGREGATIONS), sizes=sizes, seeds=seeds,
+                   descriptors=descriptors, out=sweep_dir, executor=executor, workers=workers, cache=cache,
+                   progress=progress, command=command, datasets_root=datasets_root)
+        else:
+            _stored(sweep_dir, systems, datasets_root, notes)
+        results, _, metadata = read_results(sweep_dir)  # both modes compare what the run folder holds
+        if systems:
+            results = results[results.system.isin(list(systems))]
+        comparison = compare(results, baseline, candidate, seeds=seeds, where=str(sweep_dir))
+        result = RegressResult(baseline, candidate, comparison, gate(comparison, rule), rule, out, notes=notes)
+        result.report = write_regress_report(result, results, sweep_dir, golden_dir, datasets_root, metadata)
     return result

@@ -1,13 +1,16 @@
 """``uipbench report``: Markdown and HTML report of a sweep, with tables (Markdown + CSV) and figures."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .._atomic import write_text_atomic
 from ..harness.metrics import FIT_ERROR, LOWEST_FOUND, MAE, N_TEST, RELATIVE_MAE, SPEARMAN, get_metric, metrics
-from ..harness.results import ResultsError, largest_sizes, read_results  # noqa: F401  (read_results re-exported)
+from ..harness.results import (RESULTS_FILE, ResultsError, largest_sizes, load_run,  # noqa: F401
+                               read_results)  # (read_results re-exported)
 from . import figures
 from .html import to_html as _html  # noqa: F401  (the regress report's writer until it imports report.html)
 from .html import write_html
@@ -20,9 +23,33 @@ RANKING_METRICS = (RELATIVE_MAE, SPEARMAN, LOWEST_FOUND)
 
 
 def write_report(run: Path, out: Path | None = None) -> Path:
-    """Write report.md, report.html, tables/ and figures/ for the sweep in ``run``; returns report.md."""
-    results, predictions, metadata = read_results(run)
+    """Write report.md, report.html, tables/ and figures/ for the sweep in ``run``; returns report.md.
+
+    ``out`` (default ``run``) is locked while the report is written (:mod:`uipbench._lock`): a sweep
+    still running in that folder, or another report being written there, makes it refuse.
+    """
+    from .._lock import OutputLock
+
+    results, predictions, metadata = _read(Path(run))
     out = Path(out) if out else Path(run)
+    with OutputLock(out, command=f"uipbench report {run}"):
+        return _write(out, results, predictions, metadata)
+
+
+def _read(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The run's tables; a warning when they are cut short, an error when no cell has a value to show."""
+    partial = load_run(run).partial
+    if partial:
+        warnings.warn(f"{run / RESULTS_FILE}: {partial}; the report shows the rows it holds, so some cells may "
+                      f"be incomplete (run the sweep again to complete them)", stacklevel=3)
+    results, predictions, metadata = read_results(run)
+    if not np.isfinite(results.loc[results.metric == MAE, "value"].to_numpy(dtype=float)).any():
+        raise ResultsError(f"{run / RESULTS_FILE}: no cell has a finite {MAE} (every fit failed, or the values "
+                           f"are NaN); nothing to report")
+    return results, predictions, metadata
+
+
+def _write(out: Path, results: pd.DataFrame, predictions: pd.DataFrame, metadata: dict) -> Path:
     fig_dir, table_dir = out / "figures", out / "tables"
     table_dir.mkdir(parents=True, exist_ok=True)
 
