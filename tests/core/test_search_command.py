@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,10 +63,12 @@ def test_the_rerun_in_the_backbone_environment_gets_the_same_command(tmp_path, m
         seen.update(cmd=cmd, env=env)
         return subprocess.CompletedProcess(cmd, 0)
 
+    import uipbench._interrupt as interrupt
+
     class Spec:
         python = Path("/envs/chgnet/bin/python")
 
-    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(interrupt, "run_forwarding", fake_run)  # a signal here is passed on to the re-run
     monkeypatch.setattr("uipbench.adapters.envs.ensure", lambda card: Spec)
     monkeypatch.delenv(command._CHILD_VARIABLE, raising=False)
     from uipbench.adapters.card import get_card
@@ -76,6 +79,7 @@ def test_the_rerun_in_the_backbone_environment_gets_the_same_command(tmp_path, m
     rerun = _parse(cmd[3:])
     assert rerun.out == Path("rel/out").resolve() and rerun.algorithm == "basin" and rerun.seed == 3
     assert seen["env"][command._CHILD_VARIABLE] == "1"
+    assert seen["env"][interrupt.PARENT_VARIABLE] == str(os.getpid()), "the re-run dies with this process"
     monkeypatch.setenv(command._CHILD_VARIABLE, "1")
     with pytest.raises(RuntimeError, match="does not import"):
         command._in_backbone_env(get_card("chgnet-0.3.0"), args)

@@ -12,9 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..executors import add_arguments as add_executor_arguments
 from .common import (RESUME_HINT, add_datasets_root_argument, add_grid_arguments, check_output_files,
                      check_output_folder, command_line, given, training_sizes)
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from ..executors import ExecutorSpec
+    from ..regress import RegressResult
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,14 +31,29 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"regress needs {' and '.join(missing)} (or the subcommand `golden`)")
     if args.out is not None:
         check_output_folder("--out", args.out)
+    from contextlib import nullcontext
+
+    from ..executors import ExecutorSpec, open_executor
+
+    spec = ExecutorSpec.from_args(args)  # checked (and a cluster config read) before any work
+    # local: the sweep's own process pool; dask: one executor of the cluster for both backbones' sweep tasks
+    with nullcontext(None) if spec.kind == "local" or args.no_run else open_executor(spec) as executor:
+        result = _run(args, spec, executor)
+    return _print(result)
+
+
+def _run(args: argparse.Namespace, spec: "ExecutorSpec", executor: "Executor | None") -> "RegressResult":
     from ..regress import run_regress
 
-    result = run_regress(args.baseline, args.candidate, args.systems, seeds=args.seeds,
-                         gate_models=tuple(args.gate_models), out=args.out, sizes=training_sizes(args.sizes),
-                         aggregations=args.aggregations, descriptors=args.descriptors, run=not args.no_run,
-                         workers=args.workers, progress=not args.no_progress, command=command_line(),
-                         datasets_root=args.datasets_root,
-                         **given(tolerance=args.tolerance, gate_metric=args.gate_metric))
+    return run_regress(args.baseline, args.candidate, args.systems, seeds=args.seeds,
+                       gate_models=tuple(args.gate_models), out=args.out, sizes=training_sizes(args.sizes),
+                       aggregations=args.aggregations, descriptors=args.descriptors, run=not args.no_run,
+                       workers=spec.workers, executor=executor, progress=not args.no_progress,
+                       command=command_line(), datasets_root=args.datasets_root,
+                       **given(tolerance=args.tolerance, gate_metric=args.gate_metric))
+
+
+def _print(result: "RegressResult") -> int:
     text = result.report.read_text()
     gate = text.split("## Gate", 1)[1].split("\n## ", 1)[0] if "## Gate" in text else ""
     print(f"{result.baseline} → {result.candidate}")
@@ -115,7 +138,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--descriptors", nargs="*", default=["embedding"])
     p.add_argument("--out", type=Path, default=None, help="default reports/regress/<baseline>__<candidate>")
     p.add_argument("--no-run", action="store_true", help="only compare results already in <out>/sweep")
-    p.add_argument("--workers", type=int, default=1, help="local processes for the Δ-fits")
+    add_executor_arguments(p, workers_default=1, workers_help="processes for the Δ-fits (local processes, Dask "
+                           "local-cluster workers, or SLURM jobs)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run, resume_hint=RESUME_HINT)
     _add_golden(p.add_subparsers(dest="regress_command", required=False))

@@ -6,12 +6,15 @@ package is not importable here, the command re-runs itself with that environment
 checked against the backbone card before that, and against the loaded weights again there.
 
     python -m uipbench.search.command PROBLEM ...   # the same command on its own
+
+``--seeds S1 S2 ...`` runs one search per seed into ``DIR/seed-S``, each seed a task of the
+executor chosen with ``--executor``/``--scheduler``/``--cluster`` (local threads by default,
+``--workers`` at a time; see :mod:`uipbench.search.seeds` and :mod:`uipbench.executors`).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--delta", type=Path, default=None, help="saved Δ-model (.json/.npz base path, uipbench.delta.save)")
     p.add_argument("--algorithm", choices=ALGORITHMS, default="random")
     p.add_argument("--budget", type=int, required=True, help="relaxations (a larger one extends a finished search)")
-    p.add_argument("--seed", type=int, default=0)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0)
+    seeds.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                       help="several seeds, one search each into OUT/seed-S, run as tasks of the executor")
     p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it holds this search)")
     p.add_argument("--weights", default=None, help="local weights file (overrides the card's source)")
     p.add_argument("--fmax", type=float, default=FMAX, help=f"eV/Å (default {FMAX})")
@@ -42,16 +48,22 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="torch threads of the search process (default 1: run several seeds side by side instead; "
                         "on a loaded 2-core machine two threads made CHGNet steps 10x slower)")
     p.add_argument("--no-progress", action="store_true")
+    from ..executors import add_arguments as add_executor_arguments
+
+    add_executor_arguments(p, workers_default=1, workers_help="with --seeds: seeds searched at a time (local "
+                           "search processes, Dask local-cluster workers, or SLURM jobs)")
     p.set_defaults(func=run_command)
     return p
 
 
-def _argv(args: argparse.Namespace) -> list[str]:
-    """The command line of ``args`` again, for the re-run in the backbone's environment."""
+def _argv(args: argparse.Namespace, seed_and_out: bool = True) -> list[str]:
+    """The command line of one search of ``args`` again (the re-run in the backbone's environment;
+    without ``--seed``/``--out`` for the seed tasks of ``--seeds``)."""
     argv = [str(args.problem), "--backbone", args.backbone, "--algorithm", args.algorithm, "--budget",
-            str(args.budget), "--seed", str(args.seed), "--out", str(args.out), "--fmax", repr(args.fmax),
-            "--steps", str(args.steps), "--optimizer", args.optimizer, "--kT", repr(args.kT), "--step", repr(args.step),
-            "--threads", str(args.threads)]
+            str(args.budget), "--fmax", repr(args.fmax), "--steps", str(args.steps), "--optimizer", args.optimizer,
+            "--kT", repr(args.kT), "--step", repr(args.step), "--threads", str(args.threads)]
+    if seed_and_out:
+        argv += ["--seed", str(args.seed), "--out", str(args.out)]
     if args.delta:
         argv += ["--delta", str(args.delta)]
     if args.weights:
@@ -67,15 +79,18 @@ def _in_backbone_env(card, args: argparse.Namespace) -> int:
     if os.environ.get(_CHILD_VARIABLE):
         raise RuntimeError(f"{card.name}: its package does not import in {sys.executable}, the python of its "
                            f"environment; rebuild it with `uipbench env sync {card.environment} --force`")
+    from .._interrupt import child_env, run_forwarding
+
     spec = ensure(card)
-    env = {**os.environ, _CHILD_VARIABLE: "1"}
+    env = child_env({**os.environ, _CHILD_VARIABLE: "1"})  # it dies with this process (Linux)
     problem = Path(args.problem)
     if problem.suffix == ".toml":  # the child may run in another working directory's terms: pass absolute paths
         args.problem = problem.resolve()
     args.out = Path(args.out).resolve()
     if args.delta:
         args.delta = Path(args.delta).resolve()
-    return subprocess.run([str(spec.python), "-m", "uipbench.search.command", *_argv(args)], env=env).returncode
+    # a signal here is passed on, so the search there ends cleanly (its lock released) and says how to resume
+    return run_forwarding([str(spec.python), "-m", "uipbench.search.command", *_argv(args)], env=env).returncode
 
 
 def _precheck_delta(card, path: Path, weights: str | None) -> None:
@@ -113,6 +128,8 @@ def run_command(args: argparse.Namespace) -> int:
     card = get_card(args.backbone)
     if args.delta:
         _precheck_delta(card, args.delta, args.weights)
+    if args.seeds is not None or args.executor or args.scheduler or args.cluster:
+        return _run_seeds(args)
     if not importable_here(card):
         return _in_backbone_env(card, args)
     from ..delta.io import load
@@ -139,12 +156,55 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_seeds(args: argparse.Namespace) -> int:
+    """``--seeds``: one search per seed, as tasks of the chosen executor, under the lock of ``--out``."""
+    from .._lock import OutputLock
+    from ..executors import ExecutorSpec, open_executor
+    from .seeds import run_seeds, seed_tasks, write_seeds_summary
+
+    spec = ExecutorSpec.from_args(args)  # checked (and a cluster config read) before any work
+    out = Path(args.out).resolve()
+    if args.delta:
+        args.delta = Path(args.delta).resolve()
+    if Path(args.problem).suffix == ".toml":
+        args.problem = Path(args.problem).resolve()
+    tasks = seed_tasks(_argv(args, seed_and_out=False), args.seeds if args.seeds is not None else [args.seed], out)
+
+    def say(result) -> None:
+        state = (f"best {result.best_energy:.4f} eV, {result.distinct_minima} distinct minima" if result.ok
+                 else f"FAILED (exit {result.returncode}): {result.error}")
+        print(f"seed {result.seed}: {state} -> {result.out}", file=sys.stderr if not result.ok else sys.stdout)
+
+    with OutputLock(out, command=" ".join(sys.argv)):
+        if spec.kind == "local":
+            results = run_seeds(tasks, workers=spec.workers, on_result=say)
+        else:
+            with open_executor(spec) as executor:
+                results = run_seeds(tasks, executor, on_result=say)
+        summary = write_seeds_summary(out, results, spec.describe())
+    failed = [r.seed for r in results if not r.ok]
+    print(f"{len(results) - len(failed)} of {len(results)} seeds finished -> {summary}"
+          + (f"; failed: {failed} (run the same command to retry them)" if failed else ""))
+    return 1 if failed else 0
+
+
+def _die_with_parent() -> None:
+    """A search started by another uipbench process (a seed task, the re-run in the backbone's
+    environment) ends when that process dies, even of SIGKILL (Linux)."""
+    from .._interrupt import PARENT_VARIABLE, die_with_parent
+
+    parent = os.environ.get(PARENT_VARIABLE, "")
+    if parent.isdigit():
+        die_with_parent(int(parent))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:  # the command line is becoming a package (uipbench/cli/); either layout maps errors the same way
         from ..cli.common import dispatch
     except ImportError:
         from ..cli_common import dispatch
 
+    _die_with_parent()
     parser = argparse.ArgumentParser(prog="uipbench")
     register(parser.add_subparsers(dest="command", required=True))
     return dispatch(parser.parse_args(["search", *(sys.argv[1:] if argv is None else argv)]))
