@@ -55,14 +55,19 @@ def dft_energy(atoms: Atoms) -> float | None:
     return float(energy)
 
 
-def check_training_set(structures: Sequence[Atoms], where: str = "training set") -> None:
-    """Refuse, before any embedding, structures without a finite energy, a mix of reference protocols
-    (energies of different DFT set-ups do not share a zero), or fewer than two structures."""
+def check_energies(structures: Sequence[Atoms], where: str) -> None:
+    """Refuse structures without a finite (DFT) energy, naming the first few."""
     missing = [i for i, atoms in enumerate(structures) if dft_energy(atoms) is None]
     if missing:
         shown = ", ".join(str(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise TrainingDataError(f"{where}: {len(missing)} structure(s) without a finite DFT energy "
                                 f"(structure {shown}); a Δ-model learns E_DFT − E_backbone")
+
+
+def check_training_set(structures: Sequence[Atoms], where: str = "training set") -> None:
+    """Refuse, before any embedding, structures without a finite energy, a mix of reference protocols
+    (energies of different DFT set-ups do not share a zero), or fewer than two structures."""
+    check_energies(structures, where)
     protocols = Counter(str(a.info.get("protocol", "unknown")) for a in structures)
     if len(protocols) > 1:
         found = ", ".join(f"{p!r}: {n}" for p, n in protocols.most_common())
