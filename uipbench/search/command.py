@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="torch threads of the search process (default 1: run several seeds side by side instead; "
                         "on a loaded 2-core machine two threads made CHGNet steps 10x slower)")
     p.add_argument("--no-progress", action="store_true")
+    from .active_command import add_active_arguments  # --active-learning (uipbench.search.active_command)
+
+    add_active_arguments(p)
     p.set_defaults(func=run_command)
     return p
 
@@ -58,7 +61,9 @@ def _argv(args: argparse.Namespace) -> list[str]:
         argv += ["--weights", str(args.weights)]
     if args.no_progress:
         argv.append("--no-progress")
-    return argv
+    from .active_command import active_argv
+
+    return argv + active_argv(args)
 
 
 def _in_backbone_env(card, args: argparse.Namespace) -> int:
@@ -113,6 +118,10 @@ def run_command(args: argparse.Namespace) -> int:
     card = get_card(args.backbone)
     if args.delta:
         _precheck_delta(card, args.delta, args.weights)
+    from .active_command import check_active_options, run_active
+
+    if check_active_options(args):  # --active-learning: rounds of fit, search, DFT labels (uipbench.search.active)
+        return run_active(args, problem, settings, card, _in_backbone_env, _set_threads)
     if not importable_here(card):
         return _in_backbone_env(card, args)
     from ..delta.io import load
