@@ -57,7 +57,8 @@ class ActiveFolder:
 
     def __init__(self, path: str | Path, identity: dict[str, Any]):
         self.path = Path(path)
-        self.identity = {"format": FORMAT, "format_version": FORMAT_VERSION, **identity}
+        # as JSON reads it back (tuples become lists), so a resumed run compares like with like
+        self.identity = json.loads(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **identity}))
         self.state_file = self.path / STATE_FILE
         self.labelled_file = self.path / LABELLED_FILE
         self.failures_file = self.path / FAILURES_FILE
