@@ -34,7 +34,7 @@ from uipbench.search.minima import Minimum
 from uipbench.search.store import delta_sha256
 
 PROBLEM = toy_problem(n_sulfur=2)
-N_SLAB = 12
+N_SLAB = 12  # atoms of the 2x2, 3-layer slab
 
 
 class Killed(Exception):
@@ -328,3 +328,38 @@ def test_bad_base_structures_and_missing_gpaw_are_refused_before_any_work(tmp_pa
     with pytest.raises(LabellingError, match="no GPAW here"):
         active_learning(PROBLEM, ToyBackbone(), base, out=tmp_path / "run", settings=SETTINGS)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_starting_model_is_round_zeros_model(tmp_path):
+    from uipbench.harness.fit import fit_delta
+
+    start = fit_delta(ToyBackbone(), base_structures(0.0)[:3], sparse=False, cache=EmbeddingCache(tmp_path / "c"))
+    summary = run(tmp_path / "run", FakeLabeller(0.0), ActiveSettings(rounds=1, label_per_round=1, budget=1),
+                  penalty=0.0, start_delta=start)
+    assert summary.rounds[0]["delta_sha256"] == delta_sha256(start)
+    identity = json.loads((tmp_path / "run" / "active.json").read_text())["identity"]
+    assert identity["start_delta_sha256"] == delta_sha256(start) and identity["base"]["structures"] == 6
+
+
+# --- the real labeller --------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_one_round_with_the_gpaw_labeller(tmp_path):
+    """One round, one relaxation, one GPAW calculation (2x2 Cu(111) + S, protocol v1) on the real pipeline."""
+    from uipbench.datasets.label import gpaw_available
+    from uipbench.harness.fit import shipped_structures
+
+    ok, why = gpaw_available()
+    if not ok:
+        pytest.skip(why)
+    problem = toy_problem(n_sulfur=1)
+    base = [a for a in shipped_structures(["cu-s"]) if len(a) <= 16]  # the 2x2 slabs: a quick fit
+    out = tmp_path / "run"
+    summary = active_learning(problem, ToyBackbone(), base, out=out, figures=False,
+                              settings=ActiveSettings(rounds=1, label_per_round=1, budget=1),
+                              cache=EmbeddingCache(tmp_path / "cache"))
+    (atoms,) = read(out / "labelled.extxyz", index=":")
+    assert atoms.info["protocol"] == PROTOCOL_NAME and atoms.info["gpaw_version"] != "fake-dft"
+    assert atoms.info["kpts"] == "4 4 1" and np.isfinite(atoms.get_potential_energy())
+    assert summary.best_dft_energy == pytest.approx(atoms.get_potential_energy())
+    assert list((out / ".labelling").glob("*.result.json"))  # kept: a re-run after a kill reuses it

@@ -107,9 +107,15 @@ def test_bad_input_is_refused_before_the_backbone_is_loaded(tmp_path, loads, cap
     assert loads == [] and not (tmp_path / "m.json").exists() and not (tmp_path / "m.npz").exists()
 
 
-def test_unknown_backbone_and_missing_output_folder(tmp_path, loads, capsys):
+def test_unknown_backbone_and_output_paths(tmp_path, loads, capsys):
     assert main(["delta", "fit", "--backbone", "nonet", "--systems", "cu-s", "--out", str(tmp_path / "m")]) == 2
     assert "unknown backbone 'nonet'" in capsys.readouterr().err
-    assert _fit("--systems", "cu-s", "--out", str(tmp_path / "no" / "m")) == 2
-    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert _fit("--systems", "cu-s", "--out", str(tmp_path / "a-file" / "m")) == 2
+    assert "a-file" in capsys.readouterr().err
+    (tmp_path / "m.json").mkdir()
+    assert _fit("--systems", "cu-s", "--out", str(tmp_path / "m")) == 2
+    assert "is a folder" in capsys.readouterr().err
     assert loads == []
+    assert _fit("--systems", "cu-s", "--dense", "--out", str(tmp_path / "new" / "models" / "m")) == 0
+    assert load(tmp_path / "new" / "models" / "m").species_.tolist() == [16, 29]

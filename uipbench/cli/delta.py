@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from ..harness.defaults import AGGREGATIONS
-from .common import add_datasets_root_argument, add_trust_argument, check_input_files, check_output_files
+from .common import add_datasets_root_argument, add_trust_argument, check_input_files, check_output_files, \
+    check_output_folder
 
 
 def _model_files(out: Path) -> tuple[Path, Path]:
@@ -26,7 +27,7 @@ def _model_files(out: Path) -> tuple[Path, Path]:
 
 
 def _refuse_existing(json_path: Path, npz_path: Path, force: bool) -> None:
-    existing = [p for p in (json_path, npz_path) if p.exists()]
+    existing = [p for p in (json_path, npz_path) if p.is_file()]
     if existing and not force:
         raise ValueError(f"--out: a Δ-model exists at {', '.join(str(p) for p in existing)}; pass --force to "
                          f"overwrite it, or choose another --out")
@@ -57,8 +58,11 @@ def run_fit(args: argparse.Namespace) -> int:
     json_path, npz_path = _model_files(args.out)
     _refuse_existing(json_path, npz_path, args.force)
     check_input_files({f"--extra {p}": p for p in args.extra})
-    check_output_files({"--out (the model's JSON)": json_path, "--out (the model's arrays)": npz_path},
-                       inputs={f"--extra {p}": p for p in args.extra})
+    if json_path.parent.exists():
+        check_output_files({"--out (the model's JSON)": json_path, "--out (the model's arrays)": npz_path},
+                           inputs={f"--extra {p}": p for p in args.extra})
+    else:  # created when the model is saved
+        check_output_folder("--out", json_path.parent)
     get_card(args.backbone)  # an unknown backbone, before the data are read
     structures, sources = _training_structures(args)
 
@@ -89,7 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "extxyz files) and save it as PATH.json + PATH.npz (no pickle), for "
                                    "`uipbench search --delta PATH`.")
     f.add_argument("--backbone", required=True)
-    f.add_argument("--out", type=Path, required=True, help="base path of the model: PATH.json + PATH.npz")
+    f.add_argument("--out", type=Path, required=True,
+                   help="base path of the model: PATH.json + PATH.npz (missing folders are created)")
     f.add_argument("--systems", nargs="*", default=None,
                    help="systems whose labelled structures are fitted (default: every one with data; "
                         "none given: only --extra)")
