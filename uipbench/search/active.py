@@ -104,6 +104,16 @@ def base_sha256(base: Sequence[Atoms]) -> str:
     return h.hexdigest()
 
 
+def identity(problem: SearchProblem, meta: Any, base: Sequence[Atoms], start_delta: Any,
+             protocol: ReferenceProtocol, settings: ActiveSettings) -> dict[str, Any]:
+    """What identifies a run: a folder holding a run of another identity is refused."""
+    card = {k: v for k, v in problem.to_dict().items() if k != "description"}  # prose may change, the run not
+    return {"problem": card, "backbone": meta.backbone, "weights_sha256": meta.weights_sha256,
+            "start_delta_sha256": delta_sha256(start_delta),
+            "base": {"structures": len(base), "sha256": base_sha256(base)},
+            "protocol": protocol.to_dict(), "settings": settings.identity()}
+
+
 def _check_base(problem: SearchProblem, template: Atoms, base: Sequence[Atoms], protocol: ReferenceProtocol,
                 start_delta: Any) -> None:
     """Base structures a run can start from: labelled, one protocol (the labeller's), the problem's elements."""
@@ -144,14 +154,9 @@ def active_learning(problem: SearchProblem, backbone: Any, base: Sequence[Atoms]
             raise LabellingError(f"active learning labels with GPAW: {why}")
         labeller = label_structure
     with OutputLock(out, command=" ".join(sys.argv)):
-        meta = backbone.metadata()
-        card = {k: v for k, v in problem.to_dict().items() if k != "description"}
-        folder = ActiveFolder(out, {"problem": card, "backbone": meta.backbone, "weights_sha256": meta.weights_sha256,
-                                    "start_delta_sha256": delta_sha256(start_delta),
-                                    "base": {"structures": len(base), "sha256": base_sha256(base)},
-                                    "protocol": protocol.to_dict(), "settings": settings.identity()})
-        run = RoundContext(problem, backbone, base, settings, folder, labeller, protocol, cache, start_delta, label_settings,
-                   len(template), progress, figures)
+        folder = ActiveFolder(out, identity(problem, backbone.metadata(), base, start_delta, protocol, settings))
+        run = RoundContext(problem, backbone, base, settings, folder, labeller, protocol, cache, start_delta,
+                           label_settings, len(template), progress, figures)
         state = folder.load()
         minima = None
         reason = stop_reason(state.rounds, state.labelled_by_hash(), run.n_slab, settings.rounds)
