@@ -360,6 +360,6 @@ def test_one_round_with_the_gpaw_labeller(tmp_path):
                               cache=EmbeddingCache(tmp_path / "cache"))
     (atoms,) = read(out / "labelled.extxyz", index=":")
     assert atoms.info["protocol"] == PROTOCOL_NAME and atoms.info["gpaw_version"] != "fake-dft"
-    assert atoms.info["kpts"] == "4 4 1" and np.isfinite(atoms.get_potential_energy())
+    assert list(atoms.info["kpts"]) == [4, 4, 1] and np.isfinite(atoms.get_potential_energy())
     assert summary.best_dft_energy == pytest.approx(atoms.get_potential_energy())
     assert list((out / ".labelling").glob("*.result.json"))  # kept: a re-run after a kill reuses it
