@@ -35,19 +35,15 @@ sys.path.insert(0, str(ROOT))
 
 
 def fit_delta(backbone: Any, systems: list[str]) -> tuple[Any, dict[str, Any]]:
-    import numpy as np
+    """The search's Δ-model: ``uipbench.harness.fit`` (what ``uipbench delta fit`` runs), timed in two parts."""
+    from uipbench.harness.fit import fit_residuals, residuals, shipped_structures
 
-    import uipbench.datasets as ds
-    from uipbench.cache import EmbeddingCache, cached_embed
-    from uipbench.delta import DeltaGPR
-
-    structures = [a for system in systems for a in ds.load(system)]
+    structures = shipped_structures(systems)
     start = time.perf_counter()
-    batch = cached_embed(backbone, structures, EmbeddingCache())
+    embeddings, residual = residuals(backbone, structures)
     embed_seconds = time.perf_counter() - start
-    residual = np.array([a.get_potential_energy() for a in structures]) - batch.energies
     start = time.perf_counter()
-    delta = DeltaGPR("atomic", sparse=True, random_state=0).fit(batch.structures, residual)
+    delta = fit_residuals(embeddings, residual, aggregation="atomic", sparse=True, random_state=0)
     return delta, {"systems": systems, "structures": len(structures), "atoms": int(sum(len(a) for a in structures)),
                    "aggregation": "atomic", "sparse": bool(delta.sparse_), "inducing": int(len(delta.support_)),
                    "embed_seconds": embed_seconds, "fit_seconds": time.perf_counter() - start}

@@ -118,7 +118,8 @@ def test_readme_commands_parse(line):
 def test_every_command_has_help(capsys):
     from uipbench.cli import build_parser
 
-    commands = ["", "dataset", "dataset build", "dataset info", "backbones", "env", "env sync", "embed", "sweep",
+    commands = ["", "dataset", "dataset build", "dataset info", "backbones", "env", "env sync", "embed", "delta",
+                "delta fit", "sweep",
                 "report", "demo", "mptrj-envs", "regress", "regress golden"]
     for command in commands:
         with pytest.raises(SystemExit) as stop:

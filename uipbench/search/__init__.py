@@ -6,6 +6,8 @@
 * :mod:`.engine` – :func:`search`, a pure function of (problem, backbone, Δ-model, settings, budget);
 * :mod:`.minima` – the similarity rule and the distinct minima;
 * :mod:`.store`, :mod:`.output`, :mod:`.run` – the resumable output folder of ``uipbench search``;
+* :mod:`.active` – active Δ-learning: rounds of fit Δ, search, DFT labels (:mod:`.active_round`,
+  :mod:`.active_rules`, :mod:`.active_store`, :mod:`.active_command`);
 * :mod:`.command` – the command line.
 """
 from importlib import import_module
@@ -14,6 +16,7 @@ from typing import Any
 #: public name -> module that defines it; imported on first use, so ``uipbench search --help`` stays light
 _EXPORTS = {
     "SearchInputError": "checks", "check_inputs": "checks",
+    "ActiveSettings": "active", "ActiveSummary": "active", "active_learning": "active",
     "ALGORITHMS": "engine", "Evaluation": "engine", "SearchSettings": "engine", "search": "engine",
     "E_TOL": "minima", "F_TOL": "minima", "Minimum": "minima", "distinct_minima": "minima",
     "fingerprint": "minima", "fingerprint_distance": "minima",

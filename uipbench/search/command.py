@@ -49,7 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "on a loaded 2-core machine two threads made CHGNet steps 10x slower)")
     p.add_argument("--no-progress", action="store_true")
     from ..executors import add_arguments as add_executor_arguments
+    from .active_command import add_active_arguments  # --active-learning (uipbench.search.active_command)
 
+    add_active_arguments(p)
     add_executor_arguments(p, workers_default=1, workers_help="with --seeds: seeds searched at a time (local "
                            "search processes, Dask local-cluster workers, or SLURM jobs)")
     p.set_defaults(func=run_command)
@@ -70,7 +72,9 @@ def _argv(args: argparse.Namespace, seed_and_out: bool = True) -> list[str]:
         argv += ["--weights", str(args.weights)]
     if args.no_progress:
         argv.append("--no-progress")
-    return argv
+    from .active_command import active_argv
+
+    return argv + active_argv(args)
 
 
 def _in_backbone_env(card, args: argparse.Namespace) -> int:
@@ -128,8 +132,13 @@ def run_command(args: argparse.Namespace) -> int:
     card = get_card(args.backbone)
     if args.delta:
         _precheck_delta(card, args.delta, args.weights)
+    from .active_command import check_active_options, run_active
+
+    active = check_active_options(args)  # checked before any work, with or without --seeds
     if args.seeds is not None or args.executor or args.scheduler or args.cluster:
         return _run_seeds(args)
+    if active:  # --active-learning: rounds of fit, search, DFT labels (uipbench.search.active)
+        return run_active(args, problem, settings, card, _in_backbone_env, _set_threads)
     if not importable_here(card):
         return _in_backbone_env(card, args)
     from ..delta.io import load

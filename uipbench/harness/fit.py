@@ -1,0 +1,109 @@
+"""Fit a Δ-model on DFT-labelled structures: E_DFT − E_backbone regressed on the backbone's own embedding.
+
+* :func:`shipped_structures` – the labelled structures of shipped (or ``root``'s) systems;
+* :func:`residuals` – the embeddings (through the embedding cache) and residuals E_DFT − E_backbone;
+* :func:`fit_residuals` – a :class:`~uipbench.delta.DeltaGPR` fitted on them;
+* :func:`fit_delta` – both: what ``uipbench delta fit``, the active-learning loop
+  (:mod:`uipbench.search.active`) and ``benchmarks/bench_search.py`` use.
+
+The backbone may be in-process (inside its own environment) or worker-backed
+(:class:`~uipbench.adapters.remote.RemoteBackbone`): only ``embed`` is called.  Heavy packages
+(scikit-learn, SciPy) are imported when a model is fitted, not when this module is.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+from ase import Atoms
+
+if TYPE_CHECKING:
+    from ..cache import EmbeddingCache
+    from ..delta.gpr import DeltaGPR
+    from ..embedding import StructureEmbedding
+
+
+class TrainingDataError(ValueError):
+    """Structures a Δ-model cannot be fitted on (no DFT energy, mixed protocols, too few)."""
+
+
+def shipped_structures(systems: list[str], root: Path | None = None) -> list[Atoms]:
+    """The labelled DFT structures of ``systems`` (shipped ones, or those under ``root``), in order.
+
+    An unknown system is a :class:`~uipbench.datasets.io.DatasetError` naming the known ones.
+    """
+    from ..datasets.io import DatasetError, available_systems, load
+
+    present = available_systems(root)
+    unknown = [s for s in systems if s not in present]
+    if unknown:
+        where = Path(root) if root is not None else "the shipped datasets folder"
+        raise DatasetError(f"unknown system(s) {', '.join(unknown)}; systems with labelled structures in "
+                           f"{where}: {', '.join(present) or 'none'}")
+    return [atoms for system in dict.fromkeys(systems) for atoms in load(system, root)]
+
+
+def dft_energy(atoms: Atoms) -> float | None:
+    """The structure's stored (DFT) energy, or None when it has none or it is not finite."""
+    results = getattr(atoms.calc, "results", None) or {}
+    energy = results.get("energy")
+    if energy is None or not math.isfinite(float(energy)):
+        return None
+    return float(energy)
+
+
+def check_energies(structures: Sequence[Atoms], where: str) -> None:
+    """Refuse structures without a finite (DFT) energy, naming the first few."""
+    missing = [i for i, atoms in enumerate(structures) if dft_energy(atoms) is None]
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise TrainingDataError(f"{where}: {len(missing)} structure(s) without a finite DFT energy "
+                                f"(structure {shown}); a Δ-model learns E_DFT − E_backbone")
+
+
+def check_training_set(structures: Sequence[Atoms], where: str = "training set") -> None:
+    """Refuse, before any embedding, structures without a finite energy, a mix of reference protocols
+    (energies of different DFT set-ups do not share a zero), or fewer than two structures."""
+    check_energies(structures, where)
+    protocols = Counter(str(a.info.get("protocol", "unknown")) for a in structures)
+    if len(protocols) > 1:
+        found = ", ".join(f"{p!r}: {n}" for p, n in protocols.most_common())
+        raise TrainingDataError(f"{where}: mixes reference protocols ({found}); energies of different DFT "
+                                f"set-ups do not share a zero: fit on one protocol's structures (set each "
+                                f"structure's info['protocol'] to name its own)")
+    if len(structures) < 2:
+        raise TrainingDataError(f"{where}: {len(structures)} structure(s); a Δ-model needs at least 2")
+
+
+def residuals(backbone: Any, structures: Sequence[Atoms],
+              cache: "EmbeddingCache | None" = None) -> tuple[list["StructureEmbedding"], np.ndarray]:
+    """The backbone's embeddings of ``structures`` (cache first) and the residuals E_DFT − E_backbone (eV)."""
+    from ..cache import cached_embed
+
+    check_training_set(structures)
+    batch = cached_embed(backbone, list(structures), cache)
+    energies = np.array([dft_energy(a) for a in structures], dtype=np.float64)
+    return batch.structures, energies - batch.energies
+
+
+def fit_residuals(embeddings: list["StructureEmbedding"], residual: np.ndarray, *, aggregation: str = "atomic",
+                  sparse: bool = True, random_state: int = 0) -> "DeltaGPR":
+    """A Δ-GPR fitted on precomputed embeddings and residuals."""
+    from ..delta.gpr import DeltaGPR
+
+    return DeltaGPR(aggregation, sparse=sparse, random_state=random_state).fit(embeddings, residual)
+
+
+def fit_delta(backbone: Any, structures: Sequence[Atoms], *, aggregation: str = "atomic", sparse: bool = True,
+              random_state: int = 0, cache: "EmbeddingCache | None" = None) -> "DeltaGPR":
+    """Embed ``structures`` (through ``cache``, default the shared embedding cache) and fit a Δ-GPR on
+    E_DFT − E_backbone.  Bad input (no energy, mixed protocols, < 2 structures) is refused before embedding."""
+    from .defaults import AGGREGATIONS
+
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; choose from {', '.join(AGGREGATIONS)}")
+    embeddings, residual = residuals(backbone, structures, cache)
+    return fit_residuals(embeddings, residual, aggregation=aggregation, sparse=sparse, random_state=random_state)
