@@ -100,7 +100,8 @@ def plot_top_views(path: Path, panels: Sequence[tuple[Atoms, str]], title: str) 
         ax.set_axis_off()
     if not panels:
         axes[0][0].set_axis_off()
-    fig.suptitle(title, fontsize=9)
+    lines = max((caption.count("\n") + 1 for _, caption in panels), default=1)
+    fig.suptitle(title, fontsize=9, y=0.98 + 0.06 * max(0, lines - 2))  # above captions of more than two lines
     _save_figure(fig, path)
 
 
