@@ -76,11 +76,12 @@ class FakeRunner:
             out.with_name(out.name + ".npz").write_bytes(b"")
             return 0
         method = "delta" if "--delta" in argv else "al" if "--active-learning" in argv else "raw"
-        self._search(out, method, int(_option(argv, "--seed")), int(_option(argv, "--budget")))
+        self._search(out, method, int(_option(argv, "--seed")), int(_option(argv, "--budget")),
+                     _option(argv, "--algorithm"))
         return 0
 
     @staticmethod
-    def _search(out, method: str, seed: int, budget: int) -> None:
+    def _search(out, method: str, seed: int, budget: int, algorithm: str = "random") -> None:
         out.mkdir(parents=True, exist_ok=True)
         minima = []
         for rank, (name, energy, first) in enumerate(MINIMA[(method, seed)], start=1):
@@ -92,20 +93,36 @@ class FakeRunner:
         (out / "minima.csv").write_text("rank,energy,evaluation,first_evaluation,hits\n" + "".join(
             f"{a.info['rank']},{a.info['predicted_energy']},{a.info['evaluation']},{a.info['first_evaluation']},2\n"
             for a in minima))
+        if method == "al":
+            FakeRunner._active(out, budget, algorithm)
+            return
         total = CPU_TOTAL
         if (method, seed) == ("delta", 0):  # every relaxation's record: CPU 1, 2, ..., 10 s
             (out / "evaluations").mkdir()
             for i in range(budget):
                 (out / "evaluations" / f"{i:06d}.json").write_text(json.dumps({"index": i, "cpu_seconds": i + 1.0}))
             total = sum(range(1, budget + 1))
-        if method == "al":  # it labelled the dispersed structure itself (100 s on 2 cores)
-            own = structure("dispersed")
-            own.info.update(problem=PROBLEM, round=0, backbone=BACKBONE, predicted_energy=-10.1, label_seconds=100.0,
-                            label_cores=2, energy=dft_energy(own))
-            write(out / "labelled.extxyz", [own], format="extxyz")
+        FakeRunner._summary(out, budget, algorithm, total)
+
+    @staticmethod
+    def _summary(out, budget: int, algorithm: str, total: float) -> None:
         (out / "search.json").write_text(json.dumps({
-            "status": "finished", "budget": budget, "evaluations": budget,
-            "timing": {"cpu_seconds_per_relaxation": {"total": total, "mean": total / budget}}}))
+            "identity": {"settings": {"algorithm": algorithm}}, "status": "finished", "budget": budget,
+            "evaluations": budget, "timing": {"cpu_seconds_per_relaxation": {"total": total, "mean": total / budget}}}))
+
+    @staticmethod
+    def _active(out, budget: int, algorithm: str) -> None:
+        """Two rounds of searches; it labelled the dispersed structure itself (100 s on 2 cores)."""
+        for r in (0, 1):
+            (out / f"round-{r:02d}" / "search").mkdir(parents=True)
+            FakeRunner._summary(out / f"round-{r:02d}" / "search", budget, algorithm, CPU_TOTAL)
+        own = structure("dispersed")
+        own.info.update(problem=PROBLEM, round=0, backbone=BACKBONE, predicted_energy=-10.1, label_seconds=100.0,
+                        label_cores=2, energy=dft_energy(own))
+        write(out / "labelled.extxyz", [own], format="extxyz")
+        (out / "active.json").write_text(json.dumps({
+            "identity": {"settings": {"budget": budget, "label_per_round": 2, "search": {"algorithm": algorithm}}},
+            "status": "finished", "stopped_because": "converged", "rounds": [{"round": 0}, {"round": 1}]}))
 
 
 class FakeLabeller:
@@ -198,7 +215,7 @@ def test_the_report_has_the_table_the_figure_and_the_pictures(tmp_path):
 def _finished(out, plan) -> set:
     from uipbench.search.benchmark import run_finished
 
-    return {spec for spec in plan.runs if run_finished(spec.folder(out), BUDGET)}
+    return {spec for spec in plan.runs if run_finished(spec, out, plan.settings)}
 
 
 def _searched(runner: FakeRunner) -> list[tuple[str, int]]:
@@ -234,15 +251,33 @@ def test_a_killed_benchmark_resumes_without_repeating_a_run_or_a_dft_point(tmp_p
 
 def test_active_learning_runs_pool_their_own_dft_labels(tmp_path):
     labeller = FakeLabeller()
-    result = run_benchmark(_plan(methods=("al",), seeds=(0,), rounds=3, label_per_round=2), tmp_path / "b",
-                           runner=FakeRunner(), labeller=labeller, log=_quiet)
+    plan = _plan(methods=("al",), seeds=(0,), rounds=3, label_per_round=2)
+    result = run_benchmark(plan, tmp_path / "b", runner=FakeRunner(), labeller=labeller, log=_quiet)
     assert labeller.calls == [-9.85]  # the dispersed structure was labelled by the run: pooled, not relabelled
     score = result.scores[0]
     assert score.success and score.dft_rank == 1
-    assert score.cpu_dft == pytest.approx(200.0) and score.cpu_seconds == pytest.approx(CPU_TOTAL + 200.0)
-    assert score.cpu_to_success == pytest.approx(score.cpu_seconds)
+    assert score.evaluations == 2 * BUDGET and score.evaluations_to_success == BUDGET + 2 + 1  # round 1's third
+    assert score.cpu_search == pytest.approx(2 * CPU_TOTAL) and score.cpu_dft == pytest.approx(200.0)
+    assert score.cpu_to_success == pytest.approx(score.cpu_seconds) == pytest.approx(2 * CPU_TOTAL + 200.0)
     sources = sorted(p.source for p in read_labelled(tmp_path / "b").values())
     assert sources == ["al", "top-k"]
+    runner = FakeRunner()  # converged after 2 of 3 rounds: finished
+    run_benchmark(plan, tmp_path / "b", runner=runner, labeller=labeller, log=_quiet)
+    assert runner.calls == []
+
+
+def test_a_finished_run_of_other_settings_is_run_again(tmp_path):
+    out, plan = tmp_path / "b", _plan(methods=("raw",), seeds=(0,))
+    run_benchmark(plan, out, runner=FakeRunner(), labeller=FakeLabeller(), log=_quiet)
+    for other in (_plan(methods=("raw",), seeds=(0,), algorithm="basin"),
+                  make_plan([PROBLEM], [BACKBONE], ["raw"], [0], BenchmarkSettings(BUDGET + 5))):
+        runner = FakeRunner()
+        run_benchmark(other, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+        assert len(runner.calls) == 1
+    runner = FakeRunner()
+    # the folder now holds 15 relaxations: 10 are run again (a real search reads its first 10 back)
+    run_benchmark(plan, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+    assert len(runner.calls) == 1
 
 
 def test_a_failed_dft_point_is_recorded_skipped_and_not_retried(tmp_path):

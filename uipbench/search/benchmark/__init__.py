@@ -18,8 +18,8 @@ from typing import Any
 _EXPORTS = {
     "METHODS": "plan", "BenchmarkInputError": "plan", "BenchmarkPlan": "plan", "BenchmarkSettings": "plan",
     "RunSpec": "plan", "make_plan": "plan",
-    "CliRunner": "run", "run_finished": "run",
-    "Candidate": "collect", "RunResult": "collect", "read_run": "collect",
+    "CliRunner": "run",
+    "Candidate": "collect", "RunResult": "collect", "read_run": "collect", "run_finished": "collect",
     "DftPoint": "labelling", "read_labelled": "labelling",
     "METRICS": "score", "SUCCESS_THRESHOLD_EV": "score", "CellScore": "score", "RunScore": "score",
     "aggregate": "score", "problem_reference": "score", "score_run": "score",

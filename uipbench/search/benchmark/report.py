@@ -23,11 +23,14 @@ CAVEAT = ("Every candidate gets one DFT single point at the geometry the backbon
           "labelled), not the true global minimum: a structure no run found is not in the reference.")
 COSTS = ("CPU time per run: raw = the search's relaxations (search.json); Δ = those plus the whole Δ-fit of the "
          "backbone (CPU of the fit's processes, counted in full for every Δ run, though one fit serves all "
-         "problems and seeds; the DFT data it was fitted on is not counted); active learning = its relaxations "
-         "plus the core-seconds of its own DFT labelling. The DFT single points of this benchmark's scoring "
-         "are counted for no method. CPU to success counts the relaxations up to the first one that found the "
-         "eventually successful minimum (plus the Δ-fit); for active learning, the whole run (every round is "
-         "needed for its final minima).")
+         "problems and seeds; the DFT data it was fitted on is not counted); active learning = the relaxations "
+         "of all its rounds plus the core-seconds of its own DFT labelling (its per-round Δ-fits are not counted: "
+         "its folder keeps their wall time only). The DFT single points of this benchmark's scoring are counted "
+         "for no method. CPU to success counts the relaxations up to the first one that found the eventually "
+         "successful minimum (plus the Δ-fit); for active learning, the whole run, and its evaluations to "
+         "success include the earlier rounds' relaxations (the final minima need every round). The Δ-model of "
+         "`delta` is fitted once per backbone on `uipbench delta fit`'s default systems; active learning starts "
+         "from the problem's own metal system and adds its labels.")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -4,13 +4,12 @@ A *runner* takes a command's arguments (``["search", "cu-s3-3x3", "--backbone", 
 its exit code; :class:`CliRunner` runs them as ``python -m uipbench.cli ...`` (so each search re-runs
 itself in its backbone's environment), its output in ``OUT/logs/``.  Tests hand in a fake.
 
-A run whose folder holds a finished search of the same budget is not run again; any other run is
-(``uipbench search`` resumes its folder).  A Δ-model already saved is not refitted.  On Ctrl-C or
+A run whose folder holds a finished run of the same settings is not run again
+(:func:`~.collect.run_finished`); any other run is (``uipbench search`` resumes its folder).  A Δ-model already saved is not refitted.  On Ctrl-C or
 SIGTERM the runs not started are cancelled and the children alive are ended (:mod:`uipbench._interrupt`).
 """
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any, Callable
 
 from ..._atomic import write_json_atomic
 from ..._interrupt import end_children, run_child
+from .collect import run_finished
 from .plan import BenchmarkPlan, RunSpec, delta_fit_argv, fit_record_path, model_exists, model_path, search_argv
 
 Runner = Callable[[list[str]], int]
@@ -54,16 +54,6 @@ class RunOutcome:
     status: str  # "finished", "resumed" (finished before), "failed" or "skipped"
     message: str = ""
     wall_seconds: float = 0.0
-
-
-def run_finished(folder: Path, budget: int) -> bool:
-    """The folder holds a finished search of ``budget`` relaxations and its minima."""
-    try:
-        summary = json.loads((Path(folder) / "search.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return (isinstance(summary, dict) and summary.get("status") == "finished" and summary.get("budget") == budget
-            and (Path(folder) / "minima.extxyz").is_file())
 
 
 def _children_cpu() -> float:
@@ -100,8 +90,8 @@ def _one_run(spec: RunSpec, plan: BenchmarkPlan, out: Path, runner: Runner) -> R
     wall = time.perf_counter() - start
     if code != 0:
         return RunOutcome(spec, "failed", f"exit {code}", wall)
-    if not run_finished(spec.folder(out), plan.settings.budget):
-        return RunOutcome(spec, "failed", "exit 0 but no finished search.json and minima.extxyz", wall)
+    if not run_finished(spec, out, plan.settings):
+        return RunOutcome(spec, "failed", "exit 0 but its folder holds no finished run of these settings", wall)
     return RunOutcome(spec, "finished", "", wall)
 
 
@@ -112,7 +102,7 @@ def execute_runs(plan: BenchmarkPlan, out: Path, runner: Runner, jobs: int, log:
     outcomes: dict[RunSpec, RunOutcome] = {}
     todo = []
     for spec in plan.runs:
-        if run_finished(spec.folder(out), plan.settings.budget):
+        if run_finished(spec, out, plan.settings):
             outcomes[spec] = RunOutcome(spec, "resumed")
         elif spec.method == "delta" and spec.backbone in failed_models:
             outcomes[spec] = RunOutcome(spec, "skipped", f"no Δ-model: {failed_models[spec.backbone]}")

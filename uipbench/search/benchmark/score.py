@@ -9,8 +9,10 @@ Per run: *success* when DFT(predicted minimum) − E_min^DFT ≤ 0.1 eV, the thr
 (Lan et al., npj Comput. Mater. 9, 172 (2023)); its DFT rank; the adsorbate (S–S) bonds of the
 predicted minimum and of the DFT-lowest structure; the error in the energy gap between its two lowest
 minima (predicted gap − DFT gap); evaluations and CPU seconds to success.  Costs: ``raw`` – the
-search's relaxations; ``delta`` – those plus the whole Δ-fit of the backbone; ``al`` – its relaxations
-plus its own DFT labelling (core-seconds), and every round counts toward success.
+search's relaxations; ``delta`` – those plus the whole Δ-fit of the backbone; ``al`` – the relaxations of
+every round plus its own DFT labelling (core-seconds), all of it counted toward success (the final minima
+need every round), and its evaluations to success count the earlier rounds' relaxations.  Its per-round
+Δ-fits are not counted: its folder records their wall time only.
 """
 from __future__ import annotations
 
@@ -133,7 +135,7 @@ def score_run(run: RunResult, reference: ProblemReference | None, points: dict[P
     gap_predicted, gap_dft = _gaps(run.candidates, points)
     to_success = cpu_to = None
     if success:
-        to_success = best.first_evaluation + 1
+        to_success = run.evaluation_offset + best.first_evaluation + 1
         cpu_to = (sum(costs.values()) if run.spec.method == "al"
                   else run.cpu_through(best.first_evaluation) + costs["cpu_delta_fit"])
     return RunScore(run.spec, "scored", energy, above, success, reference.rank_of.get(best.structure_hash),
