@@ -353,3 +353,49 @@ def test_a_command_this_uipbench_lacks_is_one_error_before_work(tmp_path, monkey
     monkeypatch.setattr(plan_module, "search_argv", lambda spec, settings, out: ["search", "--no-such-option"])
     with pytest.raises(ValueError, match="cannot run `uipbench search --no-such-option ...`.*required"):
         search_benchmark._check_commands(_plan(methods=("raw",)), tmp_path, subparsers.choices)
+
+
+def test_the_cli_runner_runs_uipbench_in_a_subprocess_with_a_log(tmp_path):
+    from uipbench.search.benchmark import CliRunner
+
+    runner = CliRunner(tmp_path / "logs")
+    assert runner(["backbones", "--format", "json"]) == 0
+    log = (tmp_path / "logs" / "backbones.log").read_text()
+    assert log.startswith("$ uipbench backbones --format json") and '"chgnet-0.3.0"' in log
+    assert runner(["search", "nope", "--backbone", BACKBONE, "--budget", "1", "--out", str(tmp_path / "runs" / "x")]) == 2
+    assert "unknown search problem 'nope'" in (tmp_path / "logs" / "search-x.log").read_text()
+    argv = ["search", PROBLEM, "--out", f"/o/runs/{PROBLEM}/{BACKBONE}/raw/seed-0"]
+    assert runner.log_path(argv).name == f"search-{PROBLEM}-{BACKBONE}-raw-seed-0.log"
+
+
+def test_a_torn_model_is_fitted_again_with_force(tmp_path):
+    out = tmp_path / "b"
+    (out / "models").mkdir(parents=True)
+    (out / "models" / f"{BACKBONE}.json").write_text("{}")  # the .npz never written: a fit killed while saving
+    runner = FakeRunner()
+    run_benchmark(_plan(methods=("delta",), seeds=(0,)), out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+    assert runner.calls[0][:2] == ["delta", "fit"] and runner.calls[0][-1] == "--force"
+    assert json.loads((out / "models" / f"{BACKBONE}.fit.json").read_text())["cpu_seconds"] >= 0
+
+
+def test_sigint_ends_the_running_children_and_cancels_the_rest(tmp_path):
+    import os
+    import signal
+    import time
+
+    from uipbench._interrupt import Interrupted, handle_signals, run_child
+    from uipbench.search.benchmark.run import execute_runs
+
+    started = []
+
+    def runner(argv: list[str]) -> int:  # a run that would take 60 s
+        started.append(argv)
+        return run_child(["sleep", "60"]).returncode
+
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.perf_counter()
+    with handle_signals(), pytest.raises(Interrupted):
+        timer.start()
+        execute_runs(_plan(seeds=(0, 1, 2)), tmp_path, runner, 2, _quiet)
+    assert time.perf_counter() - start < 10
+    assert len(started) == 2  # two at a time; the other four were cancelled

@@ -34,8 +34,10 @@ class CliRunner:
         self.logs, self.python = Path(logs), python
 
     def log_path(self, argv: list[str]) -> Path:
-        out = argv[argv.index("--out") + 1] if "--out" in argv else argv[0]
-        parts = Path(out).parts
+        """``logs/search-<problem>-<backbone>-<method>-seed-<S>.log``, ``logs/delta-<backbone>.log``."""
+        if "--out" not in argv:
+            return self.logs / f"{argv[0]}.log"
+        parts = Path(argv[argv.index("--out") + 1]).parts
         tail = parts[parts.index("runs") + 1:] if "runs" in parts else parts[-1:]
         return self.logs / f"{argv[0]}-{'-'.join(tail)}.log"
 
@@ -69,8 +71,11 @@ def fit_models(plan: BenchmarkPlan, out: Path, runner: Runner, log: Log) -> dict
     for backbone in plan.delta_backbones:
         if model_exists(out, backbone):
             continue
-        model_path(out, backbone).parent.mkdir(parents=True, exist_ok=True)
+        base = model_path(out, backbone)
+        base.parent.mkdir(parents=True, exist_ok=True)
         argv = delta_fit_argv(out, backbone)
+        if any(base.parent.glob(f"{base.name}.*")):  # one file of a pair (a fit killed while saving): overwrite
+            argv.append("--force")
         cpu, wall = _children_cpu(), time.perf_counter()
         code = runner(argv)
         cpu, wall = _children_cpu() - cpu, time.perf_counter() - wall
