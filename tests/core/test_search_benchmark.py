@@ -362,7 +362,8 @@ def test_the_cli_runner_runs_uipbench_in_a_subprocess_with_a_log(tmp_path):
     assert runner(["backbones", "--format", "json"]) == 0
     log = (tmp_path / "logs" / "backbones.log").read_text()
     assert log.startswith("$ uipbench backbones --format json") and '"chgnet-0.3.0"' in log
-    assert runner(["search", "nope", "--backbone", BACKBONE, "--budget", "1", "--out", str(tmp_path / "runs" / "x")]) == 2
+    bad = ["search", "nope", "--backbone", BACKBONE, "--budget", "1", "--out", str(tmp_path / "runs" / "x")]
+    assert runner(bad) == 2
     assert "unknown search problem 'nope'" in (tmp_path / "logs" / "search-x.log").read_text()
     argv = ["search", PROBLEM, "--out", f"/o/runs/{PROBLEM}/{BACKBONE}/raw/seed-0"]
     assert runner.log_path(argv).name == f"search-{PROBLEM}-{BACKBONE}-raw-seed-0.log"

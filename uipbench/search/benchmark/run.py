@@ -5,8 +5,9 @@ its exit code; :class:`CliRunner` runs them as ``python -m uipbench.cli ...`` (s
 itself in its backbone's environment), its output in ``OUT/logs/``.  Tests hand in a fake.
 
 A run whose folder holds a finished run of the same settings is not run again
-(:func:`~.collect.run_finished`); any other run is (``uipbench search`` resumes its folder).  A Δ-model already saved is not refitted.  On Ctrl-C or
-SIGTERM the runs not started are cancelled and the children alive are ended (:mod:`uipbench._interrupt`).
+(:func:`~.collect.run_finished`); any other run is (``uipbench search`` resumes its folder).  A Δ-model
+already saved is not refitted.  On Ctrl-C or SIGTERM the runs not started are cancelled and the children
+alive are ended (:mod:`uipbench._interrupt`).
 """
 from __future__ import annotations
 
