@@ -18,7 +18,8 @@ N_PREDICTED_PICTURED = 5
 
 def success_vs_cpu(cells: Sequence[CellScore], out: Path) -> Path:
     """One panel per problem: success rate against median CPU seconds per run, one marker per
-    (method, backbone): the shape is the method, the colour the backbone."""
+    (method, backbone): the shape is the method, the colour the backbone.  A cell whose cost is unknown
+    (a Δ-model this benchmark did not fit) is left out; the table shows it."""
     from ...report.figures import save, subplots
 
     problems = list(dict.fromkeys(c.problem for c in cells))
@@ -28,9 +29,8 @@ def success_vs_cpu(cells: Sequence[CellScore], out: Path) -> Path:
                          sharey=True)
     x_metric, y_metric = METRICS["cpu_seconds"], METRICS["success_rate"]
     for ax, problem in zip(axes[0], problems):
-        for c in (c for c in cells if c.problem == problem and c.n):
-            x = c.median_cpu_seconds if math.isfinite(c.median_cpu_seconds) else 0.0
-            ax.scatter([x], [c.success_rate], marker=METHOD_MARKERS.get(c.method, "x"), color=colours[c.backbone],
+        for c in (c for c in cells if c.problem == problem and c.n and math.isfinite(c.median_cpu_seconds)):
+            ax.scatter([c.median_cpu_seconds], [c.success_rate], marker=METHOD_MARKERS.get(c.method, "x"), color=colours[c.backbone],
                        s=45, label=f"{c.backbone} · {METHOD_LABELS.get(c.method, c.method)}", alpha=0.85,
                        edgecolors="k", linewidths=0.5)
         ax.set_title(problem, fontsize=9)

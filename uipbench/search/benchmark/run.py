@@ -81,7 +81,8 @@ def fit_models(plan: BenchmarkPlan, out: Path, runner: Runner, log: Log) -> dict
         code = runner(argv)
         cpu, wall = _children_cpu() - cpu, time.perf_counter() - wall
         if code != 0 or not model_exists(out, backbone):
-            failed[backbone] = f"`uipbench {' '.join(argv)}` exited {code}" + ("" if code else " without a model")
+            failed[backbone] = (f"`uipbench {' '.join(argv)}` exited {code}" + ("" if code else " without a model")
+                                + _where(runner, argv))
             log(f"Δ-fit of {backbone} failed: {failed[backbone]}; its delta runs are skipped")
             continue
         write_json_atomic(fit_record_path(out, backbone),
@@ -90,12 +91,19 @@ def fit_models(plan: BenchmarkPlan, out: Path, runner: Runner, log: Log) -> dict
     return failed
 
 
+def _where(runner: Runner, argv: list[str]) -> str:
+    """Where the runner kept the command's output, if it says."""
+    log_path = getattr(runner, "log_path", None)
+    return f"; its output: {log_path(argv)}" if log_path is not None else ""
+
+
 def _one_run(spec: RunSpec, plan: BenchmarkPlan, out: Path, runner: Runner) -> RunOutcome:
     start = time.perf_counter()
-    code = runner(search_argv(spec, plan.settings, out))
+    argv = search_argv(spec, plan.settings, out)
+    code = runner(argv)
     wall = time.perf_counter() - start
     if code != 0:
-        return RunOutcome(spec, "failed", f"exit {code}", wall)
+        return RunOutcome(spec, "failed", f"exit {code}{_where(runner, argv)}", wall)
     if not run_finished(spec, out, plan.settings):
         return RunOutcome(spec, "failed", "exit 0 but its folder holds no finished run of these settings", wall)
     return RunOutcome(spec, "finished", "", wall)
