@@ -112,14 +112,17 @@ class FakeRunner:
 
     @staticmethod
     def _active(out, budget: int, algorithm: str) -> None:
-        """Two rounds of searches; it labelled the dispersed structure itself (100 s on 2 cores)."""
+        """Two rounds of searches; it labelled the dispersed structure itself (100 s on 2 cores), and one more
+    under another protocol (10 s)."""
         for r in (0, 1):
             (out / f"round-{r:02d}" / "search").mkdir(parents=True)
             FakeRunner._summary(out / f"round-{r:02d}" / "search", budget, algorithm, CPU_TOTAL)
-        own = structure("dispersed")
+        own, other = structure("dispersed"), structure("chain")
         own.info.update(problem=PROBLEM, round=0, backbone=BACKBONE, predicted_energy=-10.1, label_seconds=100.0,
-                        label_cores=2, energy=dft_energy(own))
-        write(out / "labelled.extxyz", [own], format="extxyz")
+                        label_cores=2, energy=dft_energy(own), protocol="gpaw-lcao-dzp-pbe-v1")
+        other.info.update(problem=PROBLEM, round=1, energy=-50.0, protocol="someone-elses-dft",  # not pooled
+                          label_seconds=10.0)
+        write(out / "labelled.extxyz", [own, other], format="extxyz")
         (out / "active.json").write_text(json.dumps({
             "identity": {"settings": {"budget": budget, "label_per_round": 2, "search": {"algorithm": algorithm}}},
             "status": "finished", "stopped_because": "converged", "rounds": [{"round": 0}, {"round": 1}]}))
@@ -257,8 +260,8 @@ def test_active_learning_runs_pool_their_own_dft_labels(tmp_path):
     score = result.scores[0]
     assert score.success and score.dft_rank == 1
     assert score.evaluations == 2 * BUDGET and score.evaluations_to_success == BUDGET + 2 + 1  # round 1's third
-    assert score.cpu_search == pytest.approx(2 * CPU_TOTAL) and score.cpu_dft == pytest.approx(200.0)
-    assert score.cpu_to_success == pytest.approx(score.cpu_seconds) == pytest.approx(2 * CPU_TOTAL + 200.0)
+    assert score.cpu_search == pytest.approx(2 * CPU_TOTAL) and score.cpu_dft == pytest.approx(2 * 100.0 + 10.0)
+    assert score.cpu_to_success == pytest.approx(score.cpu_seconds) == pytest.approx(2 * CPU_TOTAL + 210.0)
     sources = sorted(p.source for p in read_labelled(tmp_path / "b").values())
     assert sources == ["al", "top-k"]
     runner = FakeRunner()  # converged after 2 of 3 rounds: finished

@@ -130,10 +130,10 @@ def run_benchmark(plan: BenchmarkPlan, out: Path, *, runner: Runner | None = Non
         outcomes = execute_runs(plan, out, runner, jobs, log, failed_models)
         failures.set_runs(failed_models, outcomes)
         runs = _read_runs(plan, out, outcomes, failures)
-        pool_al(runs.values(), out, read_labelled(out))
+        protocols = {n: PROTOCOLS[p.protocol] for n, p in problems.items()}
+        pool_al(runs.values(), out, read_labelled(out), protocols)
         candidates = [c for run in runs.values() for c in run.candidates]
-        tasks = pending_tasks(candidates, set(read_labelled(out)), failures.label_keys,
-                              {n: PROTOCOLS[p.protocol] for n, p in problems.items()}, out)
+        tasks = pending_tasks(candidates, set(read_labelled(out)), failures.label_keys, protocols, out)
         labelled = label_candidates(tasks, out, labeller, jobs, failures.add_label, log)
         points = read_labelled(out)
         references = {n: problem_reference(n, points.values(), p.n_adsorbates) for n, p in problems.items()}

@@ -103,11 +103,16 @@ def _al_structure(run: RunResult, atoms: Atoms) -> tuple[PointKey, Atoms] | None
     return (spec.problem, key), out
 
 
-def pool_al(runs: Iterable[RunResult], out: Path, known: dict[PointKey, DftPoint]) -> int:
-    """Append the structures active-learning runs labelled themselves (new ones only); how many."""
+def pool_al(runs: Iterable[RunResult], out: Path, known: dict[PointKey, DftPoint],
+            protocols: dict[str, ReferenceProtocol]) -> int:
+    """Append the structures active-learning runs labelled themselves (new ones, labelled under their
+    problem's protocol: energies of another set-up do not share its zero); how many."""
     new: dict[PointKey, Atoms] = {}
     for run in runs:
+        protocol = protocols[run.spec.problem].name
         for atoms in run.al_labelled:
+            if atoms.info.get("protocol", protocol) != protocol:
+                continue
             found = _al_structure(run, atoms)
             if found is not None and found[0] not in known and found[0] not in new:
                 new[found[0]] = found[1]
