@@ -90,6 +90,8 @@ MORE_COMMANDS = [
     "regress golden --check chgnet-0.3.0 --path g.json",
     ("mptrj-envs f.json --sweep-results reports/run/results.csv --metric energy_rmse_mev_per_atom "
      "--relate-unit materials --format json --require force --chunk-size 8 --workers 1 --output o --no-progress"),
+    ("search-benchmark --problems cu-s3-3x3 --backbones chgnet-0.3.0 sevennet-0 --methods raw delta al --seeds 0 1 "
+     "--budget 10 --algorithm basin --rounds 3 --label-per-round 2 --label-top 3 --jobs 2 --out reports/sb"),
     "env sync chgnet mace --force",
     "dataset build cu-s --n 3 --relax-with none --workers 1 --seed 1 --root d",
     "dataset info cu-s --format json --root d",

@@ -28,7 +28,7 @@ def _probe(*argv: str) -> dict:
 
 @pytest.mark.parametrize("argv", [["--help"], ["backbones"], ["backbones", "--format", "json"],
                                   ["sweep", "--help"], ["regress", "--help"], ["mptrj-envs", "--help"],
-                                  ["embed", "--help"], ["search", "--help"],
+                                  ["embed", "--help"], ["search", "--help"], ["search-benchmark", "--help"],
                                   ["delta", "fit", "--help"]])
 def test_parser_and_backbones_import_no_heavy_package(argv):
     result = _probe(*argv)

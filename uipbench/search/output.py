@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+from ase import Atoms
 
 from .._atomic import write_atomic, write_text_atomic
 from .engine import Evaluation
@@ -22,7 +23,8 @@ def minimum_rows(minima: list[Minimum], n_slab: int) -> list[dict[str, Any]]:
     for rank, m in enumerate(minima, start=1):
         heights = m.atoms.positions[n_slab:, 2] - m.atoms.positions[:n_slab, 2].max()
         rows.append({"rank": rank, "energy": m.energy, "energy_above_best": m.energy - best,
-                     "energy_std": m.energy_std, "evaluation": m.evaluation, "hits": len(m.hits),
+                     "energy_std": m.energy_std, "evaluation": m.evaluation,
+                     "first_evaluation": min(m.hits, default=m.evaluation), "hits": len(m.hits),
                      "adsorbate_bonds": adsorbate_bonds(m.atoms, n_slab),
                      "mean_adsorbate_height": float(heights.mean()),
                      "formula": m.atoms.get_chemical_formula()})
@@ -40,7 +42,8 @@ def write_minima(out: Path, minima: list[Minimum], n_slab: int, provenance: dict
         atoms = m.atoms.copy()
         atoms.info = {key: value for key, value in provenance.items() if value is not None}
         atoms.info.update(rank=row["rank"], predicted_energy=m.energy, evaluation=m.evaluation,
-                          hits=len(m.hits), adsorbate_bonds=row["adsorbate_bonds"])
+                          first_evaluation=row["first_evaluation"], hits=len(m.hits),
+                          adsorbate_bonds=row["adsorbate_bonds"])
         if m.energy_std is not None:
             atoms.info["predicted_energy_std"] = m.energy_std
         structures.append(atoms)
@@ -80,24 +83,31 @@ def plot_best_vs_evaluations(path: Path, evaluations: list[Evaluation], title: s
     _save_figure(fig, path)
 
 
-def plot_best_minima(path: Path, minima: list[Minimum], n_slab: int, title: str) -> None:
-    """Top views of the lowest minima (ASE's plot_atoms), with energy above the best and S–S bonds."""
+def plot_top_views(path: Path, panels: Sequence[tuple[Atoms, str]], title: str) -> None:
+    """One top view (ASE's plot_atoms, wrapped into the cell) per ``(structure, caption)``, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from ase.visualize.plot import plot_atoms
 
-    shown = minima[:N_PICTURED]
-    fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.0 * max(len(shown), 1), 3.2), squeeze=False)
-    for ax, (rank, m) in zip(axes[0], enumerate(shown, start=1)):
-        shown_atoms = m.atoms.copy()
-        shown_atoms.wrap()
-        plot_atoms(shown_atoms, ax, rotation="0x,0y,0z", radii=0.6)
-        ax.set_title(f"#{rank}  +{m.energy - shown[0].energy:.3f} eV\n"
-                     f"{adsorbate_bonds(m.atoms, n_slab)} adsorbate bond(s), found {len(m.hits)}x", fontsize=8)
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.0 * max(len(panels), 1), 3.2), squeeze=False)
+    for ax, (atoms, caption) in zip(axes[0], panels):
+        shown = atoms.copy()
+        shown.wrap()
+        plot_atoms(shown, ax, rotation="0x,0y,0z", radii=0.6)
+        ax.set_title(caption, fontsize=8)
         ax.set_axis_off()
-    if not shown:
+    if not panels:
         axes[0][0].set_axis_off()
-    fig.suptitle(title, fontsize=9)
+    lines = max((caption.count("\n") + 1 for _, caption in panels), default=1)
+    fig.suptitle(title, fontsize=9, y=0.98 + 0.06 * max(0, lines - 2))  # above captions of more than two lines
     _save_figure(fig, path)
+
+
+def plot_best_minima(path: Path, minima: list[Minimum], n_slab: int, title: str) -> None:
+    """Top views of the lowest minima, with energy above the best and S–S bonds."""
+    shown = minima[:N_PICTURED]
+    plot_top_views(path, [(m.atoms, f"#{rank}  +{m.energy - shown[0].energy:.3f} eV\n"
+                                    f"{adsorbate_bonds(m.atoms, n_slab)} adsorbate bond(s), found {len(m.hits)}x")
+                          for rank, m in enumerate(shown, start=1)], title)

@@ -1,0 +1,405 @@
+"""``uipbench search-benchmark``: a fake runner writes the run folders of synthetic searches on a small slab,
+a fake labeller gives DFT energies from a known function, so every score below is known in advance.
+
+The DFT stand-in: E = −10 + 0.15 eV per S–S bond + 0.5 eV/Å × (mean S height − 2 Å).  Structures:
+``dispersed`` (no S–S bond, −10.0 eV, the DFT minimum), ``near`` (dispersed lifted 0.01 Å: −9.995 eV, the
+same minimum by the similarity rule), ``dimer`` (1 bond, −9.85 eV), ``chain`` (2 bonds, −9.7 eV).  The raw
+backbone over-binds S–S (predicts the chain or the dimer lowest); the Δ-corrected one gets the order right.
+"""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.io import write
+
+from uipbench.datasets.label import LabelRecord
+from uipbench.search.benchmark import (BenchmarkSettings, RunSpec, make_plan, read_labelled,
+                                       run_benchmark)
+from uipbench.search.minima import adsorbate_bonds
+
+PROBLEM, BACKBONE = "cu-s3-3x3", "chgnet-0.3.0"
+S_XY = {"dispersed": [(1.5, 1.5), (4.5, 1.5), (3.0, 4.5)], "dimer": [(1.5, 1.5), (3.5, 1.5), (3.0, 4.5)],
+        "chain": [(1.0, 1.5), (3.0, 1.5), (3.0, 3.5)]}
+
+
+def structure(name: str) -> Atoms:
+    """4 Cu atoms at z = 0 in a 6 x 6 Å cell, 3 S above them."""
+    kind, height = ("dispersed", 2.01) if name == "near" else (name, 2.0)
+    cu = [(x, y, 0.0) for x in (0.0, 3.0) for y in (0.0, 3.0)]
+    s = [(x, y, height) for x, y in S_XY[kind]]
+    return Atoms("Cu4S3", positions=cu + s, cell=[6.0, 6.0, 14.0], pbc=[True, True, False])
+
+
+def dft_energy(atoms: Atoms) -> float:
+    heights = atoms.positions[4:, 2] - atoms.positions[:4, 2].max()
+    return -10.0 + 0.15 * adsorbate_bonds(atoms, 4) + 0.5 * (heights.mean() - 2.0)
+
+
+#: (method, seed) -> the run's minima: (structure, predicted energy, first evaluation), lowest first
+MINIMA = {
+    ("raw", 0): [("chain", -12.0, 2), ("dimer", -11.9, 5)],
+    ("raw", 1): [("dimer", -11.95, 1), ("chain", -11.9, 0)],
+    ("delta", 0): [("dispersed", -10.2, 3), ("dimer", -10.0, 6)],
+    ("delta", 1): [("near", -10.15, 0), ("chain", -9.9, 4)],
+    ("al", 0): [("dispersed", -10.1, 2), ("dimer", -9.9, 1)],
+}
+BUDGET, CPU_TOTAL = 10, 20.0
+
+
+def _option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+class FakeRunner:
+    """Writes what ``uipbench delta fit`` and ``uipbench search`` leave; ``kill_at``: raise KeyboardInterrupt
+    on that call (1-based), as a Ctrl-C would, before writing anything."""
+
+    def __init__(self, kill_at: int | None = None):
+        self.calls: list[list[str]] = []
+        self.kill_at = kill_at
+        self.lock = threading.Lock()
+
+    def __call__(self, argv: list[str]) -> int:
+        with self.lock:
+            self.calls.append(argv)
+            if len(self.calls) == self.kill_at:
+                raise KeyboardInterrupt
+        from pathlib import Path
+
+        out = Path(_option(argv, "--out"))
+        if argv[:2] == ["delta", "fit"]:
+            out.with_name(out.name + ".json").write_text("{}")  # chgnet-0.3.0.json: the name has dots
+            out.with_name(out.name + ".npz").write_bytes(b"")
+            return 0
+        method = "delta" if "--delta" in argv else "al" if "--active-learning" in argv else "raw"
+        self._search(out, method, int(_option(argv, "--seed")), int(_option(argv, "--budget")),
+                     _option(argv, "--algorithm"))
+        return 0
+
+    @staticmethod
+    def _search(out, method: str, seed: int, budget: int, algorithm: str = "random") -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        minima = []
+        for rank, (name, energy, first) in enumerate(MINIMA[(method, seed)], start=1):
+            atoms = structure(name)
+            atoms.info.update(problem=PROBLEM, rank=rank, predicted_energy=energy, evaluation=first + 1,
+                              first_evaluation=first, hits=2, adsorbate_bonds=adsorbate_bonds(atoms, 4))
+            minima.append(atoms)
+        write(out / "minima.extxyz", minima, format="extxyz")
+        (out / "minima.csv").write_text("rank,energy,evaluation,first_evaluation,hits\n" + "".join(
+            f"{a.info['rank']},{a.info['predicted_energy']},{a.info['evaluation']},{a.info['first_evaluation']},2\n"
+            for a in minima))
+        if method == "al":
+            FakeRunner._active(out, budget, algorithm)
+            return
+        total = CPU_TOTAL
+        if (method, seed) == ("delta", 0):  # every relaxation's record: CPU 1, 2, ..., 10 s
+            (out / "evaluations").mkdir()
+            for i in range(budget):
+                (out / "evaluations" / f"{i:06d}.json").write_text(json.dumps({"index": i, "cpu_seconds": i + 1.0}))
+            total = sum(range(1, budget + 1))
+        FakeRunner._summary(out, budget, algorithm, total)
+
+    @staticmethod
+    def _summary(out, budget: int, algorithm: str, total: float) -> None:
+        (out / "search.json").write_text(json.dumps({
+            "identity": {"settings": {"algorithm": algorithm}}, "status": "finished", "budget": budget,
+            "evaluations": budget, "timing": {"cpu_seconds_per_relaxation": {"total": total, "mean": total / budget}}}))
+
+    @staticmethod
+    def _active(out, budget: int, algorithm: str) -> None:
+        """Two rounds of searches; it labelled the dispersed structure itself (100 s on 2 cores), and one more
+    under another protocol (10 s)."""
+        for r in (0, 1):
+            (out / f"round-{r:02d}" / "search").mkdir(parents=True)
+            FakeRunner._summary(out / f"round-{r:02d}" / "search", budget, algorithm, CPU_TOTAL)
+        own, other = structure("dispersed"), structure("chain")
+        own.info.update(problem=PROBLEM, round=0, backbone=BACKBONE, predicted_energy=-10.1, label_seconds=100.0,
+                        label_cores=2, energy=dft_energy(own), protocol="gpaw-lcao-dzp-pbe-v1")
+        other.info.update(problem=PROBLEM, round=1, energy=-50.0, protocol="someone-elses-dft",  # not pooled
+                          label_seconds=10.0)
+        write(out / "labelled.extxyz", [own, other], format="extxyz")
+        (out / "active.json").write_text(json.dumps({
+            "identity": {"settings": {"budget": budget, "label_per_round": 2, "search": {"algorithm": algorithm}}},
+            "status": "finished", "stopped_because": "converged", "rounds": [{"round": 0}, {"round": 1}]}))
+
+
+class FakeLabeller:
+    """DFT stand-in: :func:`dft_energy`; ``fail``: structures (by energy) whose record fails;
+    ``kill_at``: KeyboardInterrupt on that call."""
+
+    def __init__(self, kill_at: int | None = None, fail: tuple[float, ...] = ()):
+        self.calls: list[float] = []
+        self.kill_at, self.fail = kill_at, fail
+        self.lock = threading.Lock()
+
+    def __call__(self, task) -> LabelRecord:
+        energy = dft_energy(task.atoms)
+        with self.lock:
+            self.calls.append(round(energy, 6))
+            if len(self.calls) == self.kill_at:
+                raise KeyboardInterrupt
+        if any(abs(energy - f) < 1e-9 for f in self.fail):
+            return LabelRecord(task.plan_id, task.atoms, "failed", error="SCF did not converge")
+        return LabelRecord(task.plan_id, task.atoms, "ok", energy, np.zeros((len(task.atoms), 3)).tolist(),
+                           "fake-gpaw", [1, 1, 1], 30.0, 1)
+
+
+def _plan(methods=("raw", "delta"), seeds=(0, 1), **settings):
+    return make_plan([PROBLEM], [BACKBONE], list(methods), list(seeds), BenchmarkSettings(BUDGET, **settings))
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _by_run(result) -> dict:
+    return {(s.spec.method, s.spec.seed): s for s in result.scores}
+
+
+def test_the_scores_of_a_constructed_case(tmp_path):
+    runner, labeller = FakeRunner(), FakeLabeller()
+    result = run_benchmark(_plan(), tmp_path / "b", runner=runner, labeller=labeller, log=_quiet)
+    s = _by_run(result)
+    # raw: the chain (2 S–S bonds, DFT rank 3) and the dimer (rank 2) are predicted lowest: both miss by > 0.1 eV
+    assert [s["raw", i].success for i in (0, 1)] == [False, False]
+    assert [s["raw", i].dft_rank for i in (0, 1)] == [3, 2]
+    assert s["raw", 0].dft_above_minimum == pytest.approx(0.3) and s["raw", 1].dft_above_minimum == pytest.approx(0.15)
+    assert [s["raw", i].bonds_predicted for i in (0, 1)] == [2, 1] and s["raw", 0].bonds_dft_lowest == 0
+    assert s["raw", 0].gap_error == pytest.approx(0.1 - (-0.15)) and s["raw", 1].gap_error == pytest.approx(0.05 - 0.15)
+    # Δ: the dispersed structure, and one 0.005 eV above it (the same DFT minimum: rank 1)
+    assert [s["delta", i].success for i in (0, 1)] == [True, True]
+    assert [s["delta", i].dft_rank for i in (0, 1)] == [1, 1]
+    assert s["delta", 1].dft_above_minimum == pytest.approx(0.005)
+    assert s["delta", 0].gap_error == pytest.approx(0.2 - 0.15)
+    assert s["delta", 1].gap_error == pytest.approx(0.25 - 0.295)
+    assert [s["delta", i].evaluations_to_success for i in (0, 1)] == [4, 1]
+    fit = s["delta", 0].cpu_delta_fit
+    assert fit >= 0 and s["delta", 0].cpu_to_success == pytest.approx(1 + 2 + 3 + 4 + fit)  # evaluations/ kept
+    assert s["delta", 1].cpu_to_success == pytest.approx(CPU_TOTAL * 1 / BUDGET + fit)  # estimated: mean x count
+    assert s["raw", 0].cpu_to_success is None and s["raw", 0].cpu_seconds == pytest.approx(CPU_TOTAL)
+    cells = {c.method: c for c in result.cells}
+    assert (cells["raw"].successes, cells["raw"].n, cells["delta"].successes, cells["delta"].n) == (0, 2, 2, 2)
+    assert cells["raw"].median_dft_rank == 2.5 and cells["delta"].median_dft_rank == 1
+    assert cells["raw"].bonds_predicted == (2, 1) and cells["delta"].bonds_predicted == (0, 0)
+    assert cells["raw"].mean_gap_error == pytest.approx(0.075)
+    assert cells["delta"].mean_gap_error == pytest.approx(0.0025)
+    assert cells["delta"].median_evaluations_to_success == 2.5
+    # one DFT single point per distinct structure (the dimer and the chain were each found by three runs)
+    assert sorted(labeller.calls) == sorted([-10.0, -9.995, -9.85, -9.7])
+    labelled = read_labelled(tmp_path / "b")
+    assert len(labelled) == 4 and {p.atoms.info["method"] for p in labelled.values()} <= {"raw", "delta"}
+    first = min(labelled.values(), key=lambda p: p.energy).atoms.info
+    assert (first["problem"], first["backbone"], first["method"], first["seed"], first["rank"]) == \
+        (PROBLEM, BACKBONE, "delta", 0, 1) and first["predicted_energy"] == -10.2
+    assert sum(a[:2] == ["delta", "fit"] for a in runner.calls) == 1
+    delta_argv = next(a for a in runner.calls if "--delta" in a)
+    assert delta_argv[delta_argv.index("--delta") + 1].endswith(f"models/{BACKBONE}")
+
+
+def test_the_report_has_the_table_the_figure_and_the_pictures(tmp_path):
+    out = tmp_path / "b"
+    run_benchmark(_plan(), out, runner=FakeRunner(), labeller=FakeLabeller(), log=_quiet)
+    md = (out / "report.md").read_text()
+    assert f"| {PROBLEM} | {BACKBONE} | raw | 0/2 |" in md and f"| {PROBLEM} | {BACKBONE} | Δ | 2/2 |" in md
+    assert "nothing is relaxed with DFT" in md and "Lan et al." in md
+    assert (out / "figures" / "success_vs_cpu.png").stat().st_size > 1000
+    assert (out / "figures" / f"minima-{PROBLEM}.png").stat().st_size > 1000
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and 'src="figures/success_vs_cpu.png"' in html
+    runs = (out / "runs.csv").read_text().splitlines()
+    assert len(runs) == 5 and runs[0].startswith("problem,backbone,method,seed,status")
+
+
+def _finished(out, plan) -> set:
+    from uipbench.search.benchmark import run_finished
+
+    return {spec for spec in plan.runs if run_finished(spec, out, plan.settings)}
+
+
+def _searched(runner: FakeRunner) -> list[tuple[str, int]]:
+    return [(a[a.index("--out") + 1].split("/")[-2], int(a[a.index("--out") + 1].split("-")[-1]))
+            for a in runner.calls if a[0] == "search"]
+
+
+def test_a_killed_benchmark_resumes_without_repeating_a_run_or_a_dft_point(tmp_path):
+    """Ctrl-C in a run, then in a DFT single point (the pool's next task may have started meanwhile: whatever
+    finished is kept); each resumption does exactly what is missing."""
+    out, plan = tmp_path / "b", _plan()
+    killer = FakeRunner(kill_at=4)  # the fit, raw 0, raw 1, then Ctrl-C at delta 0
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(plan, out, runner=killer, labeller=FakeLabeller(), log=_quiet)
+    assert not (out / ".uipbench.lock").exists()
+    done = _finished(out, plan)
+    assert {(s.method, s.seed) for s in done} >= {("raw", 0), ("raw", 1)} and ("delta", 0) not in \
+        {(s.method, s.seed) for s in done}
+    labeller_1, runner_2 = FakeLabeller(kill_at=3), FakeRunner()
+    with pytest.raises(KeyboardInterrupt):  # the runs complete; Ctrl-C during the third DFT single point
+        run_benchmark(plan, out, runner=runner_2, labeller=labeller_1, log=_quiet)
+    assert sorted(_searched(runner_2)) == sorted((s.method, s.seed) for s in set(plan.runs) - done)
+    assert len(runner_2.calls) == len(_searched(runner_2))  # no refit
+    kept = {round(p.energy, 6) for p in read_labelled(out).values()}
+    assert len(kept) >= 2 and labeller_1.calls[2] not in kept
+    runner_3, labeller_2 = FakeRunner(), FakeLabeller()
+    result = run_benchmark(plan, out, runner=runner_3, labeller=labeller_2, log=_quiet)
+    assert runner_3.calls == []
+    assert not kept & set(labeller_2.calls) and kept | set(labeller_2.calls) == {-10.0, -9.995, -9.85, -9.7}
+    assert len(labeller_2.calls) == 4 - len(kept)
+    assert [c.successes for c in result.cells] == [0, 2]
+
+
+def test_active_learning_runs_pool_their_own_dft_labels(tmp_path):
+    labeller = FakeLabeller()
+    plan = _plan(methods=("al",), seeds=(0,), rounds=3, label_per_round=2)
+    result = run_benchmark(plan, tmp_path / "b", runner=FakeRunner(), labeller=labeller, log=_quiet)
+    assert labeller.calls == [-9.85]  # the dispersed structure was labelled by the run: pooled, not relabelled
+    score = result.scores[0]
+    assert score.success and score.dft_rank == 1
+    assert score.evaluations == 2 * BUDGET and score.evaluations_to_success == BUDGET + 2 + 1  # round 1's third
+    assert score.cpu_search == pytest.approx(2 * CPU_TOTAL) and score.cpu_dft == pytest.approx(2 * 100.0 + 10.0)
+    assert score.cpu_to_success == pytest.approx(score.cpu_seconds) == pytest.approx(2 * CPU_TOTAL + 210.0)
+    sources = sorted(p.source for p in read_labelled(tmp_path / "b").values())
+    assert sources == ["al", "top-k"]
+    runner = FakeRunner()  # converged after 2 of 3 rounds: finished
+    run_benchmark(plan, tmp_path / "b", runner=runner, labeller=labeller, log=_quiet)
+    assert runner.calls == []
+
+
+def test_a_finished_run_of_other_settings_is_run_again(tmp_path):
+    out, plan = tmp_path / "b", _plan(methods=("raw",), seeds=(0,))
+    run_benchmark(plan, out, runner=FakeRunner(), labeller=FakeLabeller(), log=_quiet)
+    for other in (_plan(methods=("raw",), seeds=(0,), algorithm="basin"),
+                  make_plan([PROBLEM], [BACKBONE], ["raw"], [0], BenchmarkSettings(BUDGET + 5))):
+        runner = FakeRunner()
+        run_benchmark(other, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+        assert len(runner.calls) == 1
+    runner = FakeRunner()
+    # the folder now holds 15 relaxations: 10 are run again (a real search reads its first 10 back)
+    run_benchmark(plan, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+    assert len(runner.calls) == 1
+
+
+def test_a_failed_dft_point_is_recorded_skipped_and_not_retried(tmp_path):
+    out = tmp_path / "b"
+    labeller = FakeLabeller(fail=(-9.7,))  # the chain's DFT fails
+    result = run_benchmark(_plan(), out, runner=FakeRunner(), labeller=labeller, log=_quiet)
+    s = _by_run(result)
+    assert s["raw", 0].status == "unlabelled" and s["raw", 0].success is None  # its predicted minimum is the chain
+    assert s["raw", 1].status == "scored" and np.isnan(s["raw", 1].gap_dft)  # its runner-up is the chain
+    failures = json.loads((out / "failures.json").read_text())
+    assert [f["run"] for f in failures["labels"]] == [f"{PROBLEM}/{BACKBONE}/raw/seed-0"]
+    again = FakeLabeller()
+    run_benchmark(_plan(), out, runner=FakeRunner(), labeller=again, log=_quiet)
+    assert again.calls == []
+    assert "SCF did not converge" in (out / "report.md").read_text()
+
+
+def test_the_run_commands():
+    from uipbench.search.benchmark.plan import search_argv
+
+    settings = BenchmarkSettings(7, "basin", rounds=3, label_per_round=2)
+    al = search_argv(RunSpec(PROBLEM, BACKBONE, "al", 2), settings, "/o")
+    assert al[:9] == ["search", PROBLEM, "--backbone", BACKBONE, "--active-learning", "--rounds", "3",
+                      "--label-per-round", "2"]
+    assert _option(al, "--budget") == "7" and _option(al, "--seed") == "2" and _option(al, "--algorithm") == "basin"
+    assert _option(al, "--out") == f"/o/runs/{PROBLEM}/{BACKBONE}/al/seed-2"
+    raw = search_argv(RunSpec(PROBLEM, BACKBONE, "raw", 0), settings, "/o")
+    assert "--delta" not in raw and "--active-learning" not in raw
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(problems=["nope"]), "unknown search problem 'nope'"),
+    (dict(backbones=["nonet"]), "unknown backbone 'nonet'"),
+    (dict(methods=["raw", "magic"]), "unknown method(s) 'magic'"),
+    (dict(seeds=[0, 1, 0]), "seeds given twice: 0"),
+    (dict(methods=["raw", "al"]), "method al needs --rounds and --label-per-round"),
+    (dict(settings=BenchmarkSettings(0)), "--budget must be at least 1"),
+    (dict(settings=BenchmarkSettings(5, label_top=0)), "--label-top must be at least 1"),
+])
+def test_bad_input_is_refused_before_any_work(change, message):
+    args = dict(problems=[PROBLEM], backbones=[BACKBONE], methods=["raw"], seeds=[0], settings=BenchmarkSettings(5))
+    args.update(change)
+    with pytest.raises(ValueError) as caught:
+        make_plan(**args)
+    assert message in str(caught.value)
+
+
+def test_the_command_refuses_bad_input_with_one_line(tmp_path, capsys):
+    from uipbench.cli import main
+
+    out = tmp_path / "b"
+    base = ["search-benchmark", "--problems", PROBLEM, "--backbones", BACKBONE, "--budget", "3", "--out", str(out)]
+    assert main([*base, "--seeds", "1", "1"]) == 2
+    assert "seeds given twice: 1" in capsys.readouterr().err
+    assert main([*base, "--methods", "raw", "al"]) == 2
+    assert "method al needs --rounds" in capsys.readouterr().err
+    assert main([*base[:2], "cu-s9-1x1", *base[3:]]) == 2
+    assert "unknown search problem 'cu-s9-1x1'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_command_this_uipbench_lacks_is_one_error_before_work(tmp_path, monkeypatch):
+    import argparse
+
+    from uipbench.cli import search, search_benchmark
+    from uipbench.search.benchmark import plan as plan_module
+
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    search.register(subparsers)
+    search_benchmark._check_commands(_plan(methods=("raw",)), tmp_path, subparsers.choices)  # `search` parses
+    with pytest.raises(ValueError, match=r"cannot run `uipbench delta fit ...` \(no command 'delta'\)"):
+        search_benchmark._check_commands(_plan(), tmp_path, subparsers.choices)
+    monkeypatch.setattr(plan_module, "search_argv", lambda spec, settings, out: ["search", "--no-such-option"])
+    with pytest.raises(ValueError, match="cannot run `uipbench search --no-such-option ...`.*required"):
+        search_benchmark._check_commands(_plan(methods=("raw",)), tmp_path, subparsers.choices)
+
+
+def test_the_cli_runner_runs_uipbench_in_a_subprocess_with_a_log(tmp_path):
+    from uipbench.search.benchmark import CliRunner
+
+    runner = CliRunner(tmp_path / "logs")
+    assert runner(["backbones", "--format", "json"]) == 0
+    log = (tmp_path / "logs" / "backbones.log").read_text()
+    assert log.startswith("$ uipbench backbones --format json") and '"chgnet-0.3.0"' in log
+    bad = ["search", "nope", "--backbone", BACKBONE, "--budget", "1", "--out", str(tmp_path / "runs" / "x")]
+    assert runner(bad) == 2
+    assert "unknown search problem 'nope'" in (tmp_path / "logs" / "search-x.log").read_text()
+    argv = ["search", PROBLEM, "--out", f"/o/runs/{PROBLEM}/{BACKBONE}/raw/seed-0"]
+    assert runner.log_path(argv).name == f"search-{PROBLEM}-{BACKBONE}-raw-seed-0.log"
+
+
+def test_a_torn_model_is_fitted_again_with_force(tmp_path):
+    out = tmp_path / "b"
+    (out / "models").mkdir(parents=True)
+    (out / "models" / f"{BACKBONE}.json").write_text("{}")  # the .npz never written: a fit killed while saving
+    runner = FakeRunner()
+    run_benchmark(_plan(methods=("delta",), seeds=(0,)), out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+    assert runner.calls[0][:2] == ["delta", "fit"] and runner.calls[0][-1] == "--force"
+    assert json.loads((out / "models" / f"{BACKBONE}.fit.json").read_text())["cpu_seconds"] >= 0
+
+
+def test_sigint_ends_the_running_children_and_cancels_the_rest(tmp_path):
+    import os
+    import signal
+    import time
+
+    from uipbench._interrupt import Interrupted, handle_signals, run_child
+    from uipbench.search.benchmark.run import execute_runs
+
+    started = []
+
+    def runner(argv: list[str]) -> int:  # a run that would take 60 s
+        started.append(argv)
+        return run_child(["sleep", "60"]).returncode
+
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.perf_counter()
+    with handle_signals(), pytest.raises(Interrupted):
+        timer.start()
+        execute_runs(_plan(seeds=(0, 1, 2)), tmp_path, runner, 2, _quiet)
+    assert time.perf_counter() - start < 10
+    assert len(started) == 2  # two at a time; the other four were cancelled

@@ -1,0 +1,167 @@
+"""Running the plan: the Δ-fits, then the runs, ``jobs`` at a time, each a ``uipbench`` subprocess.
+
+A *runner* takes a command's arguments (``["search", "cu-s3-3x3", "--backbone", ...]``) and returns
+its exit code; :class:`CliRunner` runs them as ``python -m uipbench.cli ...`` (so each search re-runs
+itself in its backbone's environment), its output in ``OUT/logs/``.  Tests hand in a fake.
+
+A run whose folder holds a finished run of the same settings is not run again
+(:func:`~.collect.run_finished`); any other run is (``uipbench search`` resumes its folder).  A Δ-model
+already saved is not refitted.  On Ctrl-C or SIGTERM the runs not started are cancelled and the children
+alive are ended (:mod:`uipbench._interrupt`).
+"""
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..._atomic import write_json_atomic
+from ..._interrupt import end_children, run_child
+from .collect import run_finished
+from .plan import BenchmarkPlan, RunSpec, delta_fit_argv, fit_record_path, model_exists, model_path, search_argv
+
+Runner = Callable[[list[str]], int]
+Log = Callable[[str], None]
+
+
+class CliRunner:
+    """Runs ``uipbench`` commands as subprocesses of this python, output appended to a log per folder."""
+
+    def __init__(self, logs: Path, python: str = sys.executable):
+        self.logs, self.python = Path(logs), python
+
+    def log_path(self, argv: list[str]) -> Path:
+        """``logs/search-<problem>-<backbone>-<method>-seed-<S>.log``, ``logs/delta-<backbone>.log``."""
+        if "--out" not in argv:
+            return self.logs / f"{argv[0]}.log"
+        parts = Path(argv[argv.index("--out") + 1]).parts
+        tail = parts[parts.index("runs") + 1:] if "runs" in parts else parts[-1:]
+        return self.logs / f"{argv[0]}-{'-'.join(tail)}.log"
+
+    def __call__(self, argv: list[str]) -> int:
+        path = self.log_path(argv)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"$ uipbench {' '.join(argv)}\n")
+            log.flush()
+            return run_child([self.python, "-m", "uipbench.cli", *argv], stdout=log, stderr=log).returncode
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    spec: RunSpec
+    status: str  # "finished", "resumed" (finished before), "failed" or "skipped"
+    message: str = ""
+    wall_seconds: float = 0.0
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def fit_models(plan: BenchmarkPlan, out: Path, runner: Runner, log: Log) -> dict[str, str]:
+    """Fit each missing Δ-model, one at a time (nothing else runs meanwhile, so the CPU time of the fit's
+    processes is measured exactly and kept in ``OUT/models/<backbone>.fit.json``).  Returns the
+    failures: {backbone: message}."""
+    failed = {}
+    for backbone in plan.delta_backbones:
+        if model_exists(out, backbone):
+            continue
+        base = model_path(out, backbone)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        argv = delta_fit_argv(out, backbone)
+        if any(base.parent.glob(f"{base.name}.*")):  # one file of a pair (a fit killed while saving): overwrite
+            argv.append("--force")
+        cpu, wall = _children_cpu(), time.perf_counter()
+        code = runner(argv)
+        cpu, wall = _children_cpu() - cpu, time.perf_counter() - wall
+        if code != 0 or not model_exists(out, backbone):
+            failed[backbone] = (f"`uipbench {' '.join(argv)}` exited {code}" + ("" if code else " without a model")
+                                + _where(runner, argv))
+            log(f"Δ-fit of {backbone} failed: {failed[backbone]}; its delta runs are skipped")
+            continue
+        write_json_atomic(fit_record_path(out, backbone),
+                          {"cpu_seconds": cpu, "wall_seconds": wall, "command": ["uipbench", *argv]})
+        log(f"Δ-model of {backbone} fitted ({wall:.0f} s)")
+    return failed
+
+
+def _where(runner: Runner, argv: list[str]) -> str:
+    """Where the runner kept the command's output, if it says."""
+    log_path = getattr(runner, "log_path", None)
+    return f"; its output: {log_path(argv)}" if log_path is not None else ""
+
+
+def _one_run(spec: RunSpec, plan: BenchmarkPlan, out: Path, runner: Runner) -> RunOutcome:
+    start = time.perf_counter()
+    argv = search_argv(spec, plan.settings, out)
+    code = runner(argv)
+    wall = time.perf_counter() - start
+    if code != 0:
+        return RunOutcome(spec, "failed", f"exit {code}{_where(runner, argv)}", wall)
+    if not run_finished(spec, out, plan.settings):
+        return RunOutcome(spec, "failed", "exit 0 but its folder holds no finished run of these settings", wall)
+    return RunOutcome(spec, "finished", "", wall)
+
+
+def execute_runs(plan: BenchmarkPlan, out: Path, runner: Runner, jobs: int, log: Log,
+                 failed_models: dict[str, str] | None = None) -> list[RunOutcome]:
+    """Every run of the plan (finished ones skipped), ``jobs`` at a time; outcomes in plan order."""
+    failed_models = failed_models or {}
+    outcomes: dict[RunSpec, RunOutcome] = {}
+    todo = []
+    for spec in plan.runs:
+        if run_finished(spec, out, plan.settings):
+            outcomes[spec] = RunOutcome(spec, "resumed")
+        elif spec.method == "delta" and spec.backbone in failed_models:
+            outcomes[spec] = RunOutcome(spec, "skipped", f"no Δ-model: {failed_models[spec.backbone]}")
+        else:
+            todo.append(spec)
+    if todo:
+        log(f"{len(todo)} run(s) to do, {len(outcomes)} done or skipped; {jobs} at a time")
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(_one_run, spec, plan, out, runner): spec for spec in todo}
+
+        def take(outcome: RunOutcome) -> None:
+            outcomes[outcome.spec] = outcome
+            note = f" ({outcome.message})" if outcome.message else ""
+            log(f"run {outcome.spec.key}: {outcome.status}{note} [{len(outcomes)}/{len(plan.runs)}]")
+
+        drain(futures, take, lambda spec, exc: RunOutcome(spec, "failed", f"{type(exc).__name__}: {exc}"))
+    return [outcomes[spec] for spec in plan.runs]
+
+
+def drain(futures: dict[Future, Any], take: Callable[[Any], None], failure: Callable[[Any, Exception], Any]) -> None:
+    """Hand each future's result to ``take`` as it finishes (a task's exception: ``failure(task, exc)``).
+
+    Ctrl-C, SIGTERM or any other ``BaseException`` here (raised by a task or by ``take``) cancels the
+    tasks not started and ends the children of those running (started with ``run_child``), then re-raises,
+    so the pool's shutdown does not wait for a search or a DFT job to end on its own.
+    """
+    order = {future: i for i, future in enumerate(futures)}
+    pending = dict(futures)
+    try:
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            stop: BaseException | None = None  # a task's Ctrl-C: raised once the other finished tasks are taken
+            for future in sorted(finished, key=order.__getitem__):
+                task = pending.pop(future)
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - the task's failure, not the driver's
+                    result = failure(task, exc)
+                except BaseException as exc:
+                    stop = stop or exc
+                    continue
+                take(result)
+            if stop is not None:
+                raise stop
+    except BaseException:
+        running = [f for f in pending if not f.cancel()]
+        end_children(wait_for=running)
+        raise
