@@ -19,7 +19,7 @@ from typing import Any
 from ..._atomic import write_json_atomic
 from ..._lock import OutputLock
 from .collect import Candidate, RunResult, read_run
-from .labelling import Labeller, label_candidates, pending_tasks, pool_al, read_labelled
+from .labelling import Labeller, alias_points, label_candidates, pending_tasks, pool_al, read_labelled
 from .plan import BenchmarkPlan, RunSpec, fit_record_path
 from .run import CliRunner, Log, RunOutcome, Runner, execute_runs, fit_models
 from .score import CellScore, RunScore, aggregate, problem_reference, score_run
@@ -133,9 +133,12 @@ def run_benchmark(plan: BenchmarkPlan, out: Path, *, runner: Runner | None = Non
         protocols = {n: PROTOCOLS[p.protocol] for n, p in problems.items()}
         pool_al(runs.values(), out, read_labelled(out), protocols)
         candidates = [c for run in runs.values() for c in run.candidates]
-        tasks = pending_tasks(candidates, set(read_labelled(out)), failures.label_keys, protocols, out)
+        n_adsorbates = {n: p.n_adsorbates for n, p in problems.items()}
+        known = read_labelled(out)
+        tasks = pending_tasks(candidates, set(known), failures.label_keys, protocols, out, known, n_adsorbates)
         labelled = label_candidates(tasks, out, labeller, jobs, failures.add_label, log)
         points = read_labelled(out)
+        points.update(alias_points(candidates, points, n_adsorbates))  # the same minimum found by other runs
         references = {n: problem_reference(n, points.values(), p.n_adsorbates) for n, p in problems.items()}
         fit_cpu = {b: _fit_cpu(out, b) for b in plan.delta_backbones}
         scores = [score_run(runs[o.spec], references[o.spec.problem], points, problems[o.spec.problem].n_adsorbates,
