@@ -18,8 +18,11 @@ import numpy as np
 
 
 def environment_for(problem):
-    """AGOX's Environment: the card's template slab and adsorbates, confined to the card's height range."""
+    """AGOX's Environment: the card's template slab and adsorbates, candidates placed in the card's height
+    range. Relaxed as uipbench relaxes them: only the card's fixed layers held (AGOX's default would freeze
+    the whole template), and no box constraint during the relaxation (uipbench's is free)."""
     from agox.environments import Environment
+    from ase.constraints import FixAtoms
 
     template = problem.template()
     template.pbc = [True, True, False]
@@ -28,8 +31,12 @@ def environment_for(problem):
     box = template.cell.array.copy()
     box[2] = [0.0, 0.0, high - low]
     symbols = "".join(f"{element}{count}" for element, count in problem.composition)
-    return Environment(template=template, symbols=symbols, confinement_cell=box,
-                       confinement_corner=np.array([0.0, 0.0, top + low]), box_constraint_pbc=[True, True, False])
+    fixed = [int(i) for c in template.constraints if isinstance(c, FixAtoms) for i in c.get_indices()]
+    template.set_constraint()
+    environment = Environment(template=template, symbols=symbols, confinement_cell=box,
+                              confinement_corner=np.array([0.0, 0.0, top + low]), box_constraint_pbc=[True, True, False],
+                              fix_template=False, use_box_constraint=False)
+    return environment, [FixAtoms(indices=fixed)]
 
 
 def main() -> int:
@@ -52,15 +59,15 @@ def main() -> int:
 
     torch.set_num_threads(1)
     problem = load_problem(args.problem)
-    environment = environment_for(problem)
-    calc = CHGNetCalculator(model=CHGNet.load("0.3.0", verbose=False), use_device="cpu")
+    environment, constraints = environment_for(problem)
+    calc = CHGNetCalculator(model=CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False), use_device="cpu")
     database = Database(filename=str(args.out / "db.db"), order=3)
     generator = RandomGenerator(**environment.get_confinement(), environment=environment, order=1,
                                 contiguous=False)
     evaluator = LocalOptimizationEvaluator(calc, gets={"get_key": "candidates"},
                                            optimizer_run_kwargs={"fmax": 0.05, "steps": 300},
                                            store_trajectory=False, order=2,
-                                           constraints=environment.get_constraints())
+                                           constraints=constraints)
     cpu = time.process_time()
     AGOX(generator, database, evaluator, seed=args.seed).run(N_iterations=args.budget)
     cpu = time.process_time() - cpu
