@@ -94,6 +94,7 @@ def test_seed_and_seeds_exclude_each_other():
     (["--seeds", "0", "0"], "more than once"),
     (["--seeds", "0", "--cluster", "slurm"], "--cluster slurm needs --cluster-config"),
     (["--seeds", "0", "--executor", "local", "--scheduler", "tcp://h:1"], "--scheduler needs --executor dask"),
+    (["--executor", "dask"], "give --seeds"),
 ])
 def test_bad_seed_options_exit_2_before_any_search(capsys, tmp_path, extra, message):
     from uipbench.cli import main

@@ -135,7 +135,10 @@ def run_command(args: argparse.Namespace) -> int:
     from .active_command import check_active_options, run_active
 
     active = check_active_options(args)  # checked before any work, with or without --seeds
-    if args.seeds is not None or args.executor or args.scheduler or args.cluster:
+    if args.seeds is None and (args.executor or args.scheduler or args.cluster):
+        raise ValueError("--executor, --scheduler and --cluster run the seeds of --seeds S1 S2 ... as tasks; "
+                         "give --seeds (a single search is one process)")
+    if args.seeds is not None:
         return _run_seeds(args)
     if active:  # --active-learning: rounds of fit, search, DFT labels (uipbench.search.active)
         return run_active(args, problem, settings, card, _in_backbone_env, _set_threads)
@@ -177,7 +180,7 @@ def _run_seeds(args: argparse.Namespace) -> int:
         args.delta = Path(args.delta).resolve()
     if Path(args.problem).suffix == ".toml":
         args.problem = Path(args.problem).resolve()
-    tasks = seed_tasks(_argv(args, seed_and_out=False), args.seeds if args.seeds is not None else [args.seed], out)
+    tasks = seed_tasks(_argv(args, seed_and_out=False), args.seeds, out)
 
     def say(result) -> None:
         state = (f"best {result.best_energy:.4f} eV, {result.distinct_minima} distinct minima" if result.ok
