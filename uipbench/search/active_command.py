@@ -94,7 +94,7 @@ def run_active(args: argparse.Namespace, problem: Any, settings: Any, card: Any,
                in_backbone_env: Callable[[Any, argparse.Namespace], int],
                set_threads: Callable[[int], None]) -> int:
     """The command's active-learning run (``uipbench.search.command`` hands over after its own checks)."""
-    from ..adapters.registry import importable_here, load_backbone
+    from ..adapters.registry import importable_here
     from ..datasets.label import LabellingError, gpaw_available, label_structure
     from ..harness.fit import shipped_structures
     from .active import ActiveSettings, active_learning
@@ -107,14 +107,10 @@ def run_active(args: argparse.Namespace, problem: Any, settings: Any, card: Any,
         raise LabellingError(f"--active-learning labels its picks with GPAW: {why}")
     if not importable_here(card):
         return in_backbone_env(card, args)
-    from ..delta.io import load
+    from .loading import backbone_and_delta
 
     set_threads(args.threads)
-    backbone = load_backbone(args.backbone, args.weights, in_process=True)
-    start = None
-    if args.delta:
-        meta = backbone.metadata()
-        start = load(args.delta, expect_backbone=meta.backbone, expect_sha256=meta.weights_sha256)
+    backbone, start = backbone_and_delta(args.backbone, args.weights, args.delta)
     try:
         summary = active_learning(problem, backbone, base, out=args.out, settings=active, labeller=label_structure,
                                   start_delta=start, progress=not args.no_progress, on_round=_print_round)

@@ -119,7 +119,7 @@ def _set_threads(n: int) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from ..adapters.card import get_card
-    from ..adapters.registry import importable_here, load_backbone
+    from ..adapters.registry import importable_here
     from .engine import SearchSettings
     from .problem import load_problem
     from .relax import RelaxSettings
@@ -144,15 +144,11 @@ def run_command(args: argparse.Namespace) -> int:
         return run_active(args, problem, settings, card, _in_backbone_env, _set_threads)
     if not importable_here(card):
         return _in_backbone_env(card, args)
-    from ..delta.io import load
+    from .loading import backbone_and_delta
     from .run import search_to_folder
 
     _set_threads(args.threads)
-    backbone = load_backbone(args.backbone, args.weights, in_process=True)
-    delta = None
-    if args.delta:
-        meta = backbone.metadata()
-        delta = load(args.delta, expect_backbone=meta.backbone, expect_sha256=meta.weights_sha256)
+    backbone, delta = backbone_and_delta(args.backbone, args.weights, args.delta)
     try:
         summary = search_to_folder(problem, backbone, delta, budget=args.budget, settings=settings, out=args.out,
                                    progress=not args.no_progress)
