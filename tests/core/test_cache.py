@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uipbench.cache import CacheWarning, EmbeddingCache, cached_embed
+from uipbench.cache import CacheWarning, EmbeddingCache, Identity, cached_embed
 from uipbench.datasets.io import structure_hash
 
 from .fake_backbone import FakeBackbone
@@ -67,7 +67,7 @@ def test_other_weights_do_not_share_entries(tmp_path, slab_structures):
     a = FakeBackbone()
     cached_embed(a, slab_structures, cache)
     b = FakeBackbone()
-    b.weights_identity = lambda: ("fake", "0" * 64, 3)
+    b.weights_identity = lambda: Identity("fake", "0" * 64, 3, "float64", "float64")
     b.metadata = lambda: a.metadata().__class__("fake", "none", "0", "0" * 64, "radial sums", 3)
     cached_embed(b, slab_structures, cache)
     assert b.calls == 1
@@ -89,6 +89,51 @@ def test_entries_in_the_layout_before_the_one_format_still_hit(tmp_path, slab_st
     batch = cached_embed(backbone, [atoms], cache)
     assert backbone.calls == calls, "served from the old file"
     np.testing.assert_array_equal(batch[0].embedding, entry.embedding)
+
+
+def test_the_precision_is_part_of_the_identity(tmp_path, slab_structures):
+    """float32 and float64 embeddings of one backbone and weights are separate entries, each a hit for its own."""
+    cache = EmbeddingCache(tmp_path)
+    single, double = FakeBackbone("float32"), FakeBackbone("float64")
+    in_double = cached_embed(double, slab_structures, cache)
+    in_single = cached_embed(single, slab_structures, cache)
+    assert single.calls == 1, "a float32 backbone does not get the float64 entries"
+    assert not np.array_equal(in_single[0].embedding, in_double[0].embedding)
+    assert in_single.metadata.precision == "float32" and in_double.metadata.precision == "float64"
+    for fresh, expected in ((FakeBackbone("float32"), in_single), (FakeBackbone("float64"), in_double)):
+        again = cached_embed(fresh, slab_structures, cache)
+        assert fresh.calls == 0, f"{fresh.precision}: served from its own entries"
+        assert all(np.array_equal(a.embedding, b.embedding) for a, b in zip(again, expected))
+    assert len(list(tmp_path.rglob("*.npz"))) == 6
+    assert single.weights_identity() == ("fake", "f" * 64, 3, "float32", "float64")
+
+
+def _write_old_entry(path, atoms, entry, metadata: dict) -> None:
+    """A cache file as written before precision was part of the key (its metadata has no precision field)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, energy=np.array([entry.energy]), embedding=entry.embedding, numbers=entry.numbers,
+             structure_index=np.zeros(len(atoms), np.int64), structure_hash=np.array([structure_hash(atoms)]),
+             metadata_json=np.array(json.dumps(metadata)))
+
+
+def test_entries_written_before_precision_was_recorded_are_of_the_default_precision(tmp_path, slab_structures):
+    """An old entry (no precision recorded) serves the family's default precision and only that; an old entry that
+    records another precision in ``versions`` (as CHGNet and SevenNet did) does not serve the default one."""
+    cache, atoms = EmbeddingCache(tmp_path), slab_structures[0]
+    entry = FakeBackbone("float64").embed([atoms])[0]
+    default = FakeBackbone("float64")
+    old = {k: v for k, v in default.metadata().to_dict().items() if k != "precision"}
+    _write_old_entry(_path(cache, default, atoms), atoms, entry, old)
+    assert cached_embed(default, [atoms], cache)[0].energy == entry.energy and default.calls == 0, "a hit"
+    single = FakeBackbone("float32")
+    assert cached_embed(single, [atoms], cache) and single.calls == 1, "not the float32 entry"
+    _write_old_entry(_path(cache, default, atoms), atoms, entry, {**old, "versions": {"model_precision": "float32"}})
+    fresh = FakeBackbone("float64")
+    with pytest.warns(CacheWarning, match="precision float32, not float64"):
+        cached_embed(fresh, [atoms], cache)
+    assert fresh.calls == 1
 
 
 def test_a_cache_that_cannot_be_written_still_returns_the_embeddings_with_one_warning(tmp_path, slab_structures):
