@@ -9,6 +9,10 @@ match the structure, backbone or precision it is filed under, is reported and re
 never used.  A cache that cannot be written does not lose the computed embeddings: they are
 returned, with one warning naming the directory.
 
+A write killed midway (SIGKILL) leaves a temporary file beside the entry (see :mod:`uipbench._atomic`):
+lookups read entries by their own name only, so it is never read, and the first write into its folder
+(per :class:`EmbeddingCache`) removes the leftovers whose writer is gone or which are old.
+
 Entries written before precision was part of the key stay valid: they lie where the default
 precision's entries lie, and a file that records no precision is of the default one (CHGNet and
 SevenNet files record it since those families could run in float64; MACE and ORB run in float64
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from ase import Atoms
 
+from ._atomic import remove_stale_temporaries
 from .datasets.io import structure_hash
 from .embedding import EmbeddingBatch, EmbeddingFileError, EmbeddingMetadata, Identity, StructureEmbedding, \
     read_embeddings, write_embeddings
@@ -46,6 +51,7 @@ def default_cache_dir() -> Path:
 class EmbeddingCache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
+        self._swept: set[Path] = set()  # folders whose leftover temporary files were removed
 
     def path(self, identity: Identity, key: str) -> Path:
         folder = identity.weights_sha256[:16]
@@ -86,6 +92,9 @@ class EmbeddingCache:
         an ``OSError`` when the cache cannot be written."""
         key = structure_hash(atoms)
         path = self.path(identity, key)
+        if path.parent not in self._swept and path.parent.is_dir():
+            remove_stale_temporaries(path.parent)
+            self._swept.add(path.parent)
         write_embeddings(path, EmbeddingBatch([entry], _with_precision(metadata, identity)), [key])
         return path
 

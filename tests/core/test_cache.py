@@ -156,3 +156,39 @@ def test_cache_files_are_the_one_embedding_format(tmp_path, slab_structures):
     assert hashes == [structure_hash(slab_structures[0])] and len(batch) == 1
     assert batch[0].forces.shape == (len(slab_structures[0]), 3)
     assert batch.metadata == backbone.metadata()
+
+
+def test_leftover_temporary_files_are_ignored_and_the_stale_ones_removed_by_the_next_write(tmp_path, slab_structures):
+    """Planted leftovers of killed writes beside the entries: lookups never read them; the next write into their
+    folder removes those whose writer is gone (this host) or that are old, and keeps writes that may be running."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import warnings
+
+    from uipbench._atomic import STALE_TEMPORARY_S, host_tag
+
+    cache, atoms = EmbeddingCache(tmp_path), slab_structures[0]
+    folder = _path(cache, FakeBackbone(), atoms).parent
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    key = f".{structure_hash(atoms)}.npz"
+    planted = {  # name -> (age in s, removed?)
+        f"{key}.uipbench-{host_tag()}-{int(dead.stdout)}-dead1234.tmp": (0, True),  # its writer is gone
+        f"{key}.uipbench-{host_tag()}-{os.getpid()}-live1234.tmp": (0, False),  # a write of a live process
+        f"{key}.uipbench-0badc0de-{os.getpid()}-away1234.tmp": (0, False),  # another host's: cannot tell yet
+        f"{key}.uipbench-0badc0de-1-oldaway1.tmp": (STALE_TEMPORARY_S + 60, True),  # ... until it is old
+        f"{key}.abcd1234.tmp": (STALE_TEMPORARY_S + 60, True),  # named before writers were recorded, old
+        "notes.txt": (STALE_TEMPORARY_S + 60, False),  # not a temporary file
+    }
+    for name, (age, _) in planted.items():
+        (folder / name).write_bytes(b"PK\x03\x04 half an npz")
+        os.utime(folder / name, (time.time() - age, time.time() - age))
+    backbone = FakeBackbone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.lookup(backbone.weights_identity(), atoms) is None  # the leftovers are no entry
+        cached_embed(backbone, [atoms], cache)
+    assert {name: not (folder / name).exists() for name in planted} == {n: gone for n, (_, gone) in planted.items()}
+    assert cached_embed(FakeBackbone(), [atoms], cache) and (folder / f"{structure_hash(atoms)}.npz").is_file()
