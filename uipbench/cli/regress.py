@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .common import (RESUME_HINT, add_datasets_root_argument, add_grid_arguments, check_output_files,
-                     check_output_folder, command_line, given, training_sizes)
+                     check_output_folder, command_line, given, positive_int, training_sizes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--descriptors", nargs="*", default=["embedding"])
     p.add_argument("--out", type=Path, default=None, help="default reports/regress/<baseline>__<candidate>")
     p.add_argument("--no-run", action="store_true", help="only compare results already in <out>/sweep")
-    p.add_argument("--workers", type=int, default=1, help="local processes for the Δ-fits")
+    p.add_argument("--workers", type=positive_int, default=1, help="local processes for the Δ-fits")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run, resume_hint=RESUME_HINT)
     _add_golden(p.add_subparsers(dest="regress_command", required=False))

@@ -217,6 +217,18 @@ ARGPARSE_CASES = [
     ("env sync", "no subcommand", ["env"], r"the following arguments are required"),
     ("sweep", "seed not an integer", ["sweep", "--seeds", "one"], r"invalid int value: 'one'"),
     ("dataset build", "--n missing", ["dataset", "build", "cu-s"], r"required: --n"),
+    # counts of processes (one shared argparse type): 0 and negative numbers are refused by the parser
+    *[(" ".join(argv[:2]) if argv[0] == "dataset" else argv[0], f"{flag} {value}", [*argv, flag, value],
+       rf"argument {flag}: must be a positive integer \(1 or more\), got {value}$")
+      for argv, flag in ((["dataset", "build", "cu-s", "--n", "2", "--relax-with", "none"], "--workers"),
+                         (["dataset", "build", "cu-s", "--n", "2", "--relax-with", "none"], "--mpi-ranks"),
+                         (["sweep", "--backbones", "no-such-backbone"], "--workers"),
+                         (["regress", "--baseline", "no-such-backbone", "--candidate", "nonet"], "--workers"),
+                         (["mptrj-envs", "absent.extxyz"], "--workers"),
+                         (["mptrj-envs", "absent.extxyz"], "--chunk-size"))
+      for value in ("0", "-1")],
+    ("sweep", "--workers not an integer", ["sweep", "--workers", "two"],
+     r"argument --workers: invalid int value: 'two'"),
 ]
 
 
