@@ -12,6 +12,8 @@ end them from the main thread; it also ends the ``multiprocessing`` children sti
 workers call :func:`worker_process_init` first: they leave SIGINT to their parent, die of SIGTERM
 without a traceback and, on Linux, die with their parent even when it is SIGKILLed; the backbone
 worker calls :func:`child_process_init` (either signal ends it at once, and so does its parent's death).
+Spawned workers are started inside :func:`sigint_held`, so a Ctrl-C that reaches the whole process group
+while they start up (before their initializer runs) is held back in them too, and never a traceback.
 """
 from __future__ import annotations
 
@@ -84,6 +86,25 @@ def handle_signals() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+@contextmanager
+def sigint_held() -> Iterator[None]:
+    """SIGINT is held back (blocked) in this thread inside the block and delivered when it ends.
+
+    A process started inside inherits the blocked SIGINT (``spawn`` and ``forkserver`` workers, which are
+    new interpreters: a Ctrl-C during their start-up would otherwise end it with a traceback); a pool
+    worker then ignores it for good in :func:`worker_process_init`.  So wrap whatever may start a
+    worker: creating the pool and each ``submit`` (where ``ProcessPoolExecutor`` starts them).
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to hold
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def run_child(args: Sequence[str], *, capture_output: bool = False, **popen: Any) -> subprocess.CompletedProcess:

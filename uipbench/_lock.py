@@ -8,20 +8,27 @@ process that is gone (killed) on this host is taken over, with a warning, and th
 of its unfinished atomic writes are removed; a lock of another host is never taken over (its
 process cannot be checked from here).  The thread that holds the lock may enter it again (nested
 commands).  A folder the lock had to create is removed on release when the run left it empty.
+
+A run that writes only some files of a folder others write into too (``uipbench embed --output``)
+locks just those: ``OutputLock(folder, part="name", files=(...))`` is ``folder/.name.uipbench.lock``,
+and taking it over removes the temporary files of ``files`` only.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import re
 import socket
 import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 LOCK_FILE = ".uipbench.lock"
+#: the temporary file of a lock record being created: ``<lock name>.<pid>.<thread>.tmp``
+_LOCK_RECORD = re.compile(rf"{re.escape(LOCK_FILE)}\.(\d+)\.\d+\.tmp$")
 GUARD_STALE_S = 30.0  # a take-over guard older than this was left by a killed process
 
 
@@ -59,15 +66,17 @@ def _write_synced(fd: int, text: str) -> None:
         os.fsync(fh.fileno())
 
 
-def _remove_leftovers(folder: Path) -> int:
+def _remove_leftovers(folder: Path, files: Sequence[str] = ()) -> int:
     """Remove the temporary files of atomic writes (``uipbench._atomic``: ``.<name>.<random>.tmp``) and
-    of lock creation in ``folder``: called only when the lock of a dead owner is taken over, whose
-    writes they were (no other run writes into a locked folder)."""
+    of lock creation in ``folder`` (only those of ``files`` and of lock records, when given): called only
+    when the lock of a dead owner is taken over, whose writes they were (no other run writes them)."""
     removed = 0
     for path in folder.glob(".*.tmp"):
-        pid = path.name.split(".")[3] if path.name.startswith(f"{LOCK_FILE}.") else ""
-        if pid.isdigit() and _alive({"pid": pid}):
-            continue  # the lock record of a run taking the lock right now
+        record = _LOCK_RECORD.search(path.name)
+        if files and not record and not any(path.name.startswith(f".{name}.") for name in files):
+            continue  # another run's file in a folder shared by part locks
+        if record and _alive({"pid": record.group(1)}):
+            continue  # the lock record of a run taking a lock right now
         try:
             if path.is_file():
                 path.unlink()
@@ -83,11 +92,14 @@ def _describe(owner: dict[str, Any]) -> str:
 
 
 class OutputLock:
-    """Exclusive use of ``folder`` by one run (see the module docstring)."""
+    """Exclusive use of ``folder`` by one run, or of the ``files`` of ``folder`` that ``part`` names
+    (see the module docstring)."""
 
-    def __init__(self, folder: str | os.PathLike, command: str = "") -> None:
+    def __init__(self, folder: str | os.PathLike, command: str = "", *, part: str | None = None,
+                 files: Sequence[str] = ()) -> None:
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_FILE
+        self.path = self.folder / (LOCK_FILE if part is None else f".{part}{LOCK_FILE}")
+        self.files = tuple(files) if part is not None else ()
         self.command = command
         self._owned = False
         self._created = False
@@ -105,7 +117,7 @@ class OutputLock:
         in between; where the filesystem has no hard links, the file is created exclusively and written.
         """
         record = json.dumps(self._owner_record())
-        tmp = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             _write_synced(os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644), record)
             try:
@@ -140,7 +152,7 @@ class OutputLock:
     def _take_over(self, owner: dict[str, Any]) -> None:
         """Remove a dead owner's lock, under a short-lived guard so that of two runs taking it over
         at once only one removes it (and never the new lock the other one made)."""
-        guard = self.path.with_name(f"{LOCK_FILE}.takeover")
+        guard = self.path.with_name(f"{self.path.name}.takeover")
         try:
             os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
         except FileExistsError:
@@ -154,7 +166,7 @@ class OutputLock:
         try:
             if self._read_owner() == owner:
                 self.path.unlink(missing_ok=True)
-                left = _remove_leftovers(self.folder)
+                left = _remove_leftovers(self.folder, self.files)
                 note = f"; removed {left} temporary file(s) of its unfinished writes" if left else ""
                 who = _describe(owner) if owner else "its lock file names no owner"
                 warnings.warn(f"{self.folder}: took over the lock of a run that is gone ({who}){note}",
@@ -178,10 +190,15 @@ class OutputLock:
                 self._take_over(owner)
                 continue
             who = _describe(owner) if owner else "an owner that did not say who it is"
-            raise OutputLocked(f"{self.folder} is in use by another uipbench run ({who}); wait for it to "
-                               f"finish or choose another output folder. If no such run exists any more, "
-                               f"remove {self.path}")
+            other = "another output" if self.files else "another output folder"
+            raise OutputLocked(f"{self._subject()} in use by another uipbench run ({who}); wait for it to "
+                               f"finish or choose {other}. If no such run exists any more, remove {self.path}")
         raise OutputLocked(f"{self.folder}: could not take the lock {self.path} (it keeps changing hands)")
+
+    def _subject(self) -> str:
+        if not self.files:
+            return f"{self.folder} is"
+        return f"{', '.join(str(self.folder / name) for name in self.files)} (the files this run writes) are"
 
     def release(self) -> None:
         if not self._owned:

@@ -24,7 +24,7 @@ import json
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -35,9 +35,28 @@ class EmbeddingFileError(ValueError):
     """An embedding ``.npz`` file cannot be read or is not consistent."""
 
 
+class Identity(NamedTuple):
+    """What an embedding cache entry is filed under: the backbone, its weights, width and precision.
+
+    ``precision`` is the floating-point precision the backbone's model runs in (``float32`` or
+    ``float64``; the stored embeddings are float64 either way); ``default_precision`` is its family's
+    default, whose entries keep the place they had before precision was part of the identity.
+    """
+
+    backbone: str
+    weights_sha256: str
+    width: int
+    precision: str
+    default_precision: str
+
+
 @dataclass(frozen=True)
 class EmbeddingMetadata:
-    """Where an embedding came from."""
+    """Where an embedding came from.
+
+    ``dtype`` is that of the stored arrays (always float64); ``precision`` the one the backbone's model
+    ran in (``None`` in files written before it was recorded: see :meth:`recorded_precision`).
+    """
 
     backbone: str
     package: str
@@ -48,9 +67,16 @@ class EmbeddingMetadata:
     dtype: str = "float64"
     device: str = "cpu"
     versions: dict[str, str] = field(default_factory=dict)
+    precision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def recorded_precision(self) -> str | None:
+        """The model's precision as recorded: this field, else ``versions["model_precision"]`` (which
+        CHGNet and SevenNet files have held since they could run in float64), else ``None`` (a file of a
+        family that runs in one precision only, or written before its family had a choice)."""
+        return self.precision or self.versions.get("model_precision")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EmbeddingMetadata":

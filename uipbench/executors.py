@@ -216,8 +216,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, workers_default: int | Non
                        help="start Dask workers as jobs of this batch system (dask-jobqueue)")
     group.add_argument("--cluster-config", metavar="FILE", type=Path, default=None,
                        help="TOML file with a [slurm] table: queue, cores, memory, walltime, prologue, python")
+    from .cli.common import positive_int
+
     default = "all cores" if workers_default is None else workers_default
-    group.add_argument("--workers", metavar="N", type=int, default=workers_default,
+    group.add_argument("--workers", metavar="N", type=positive_int, default=workers_default,
                        help=f"{workers_help} (default {default}; ignored with --scheduler)")
 
 

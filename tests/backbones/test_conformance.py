@@ -144,6 +144,16 @@ def test_a_precision_the_family_cannot_honour_is_refused_naming_family_and_preci
                 load_backbone(family_card, in_process=True, random_weights=True, precision=precision)
 
 
+def test_the_precision_is_part_of_the_cache_identity_in_process_and_through_the_worker(family_card):
+    supported = importlib.import_module(FAMILIES[get_card(family_card).family][0]).PRECISIONS
+    for precision in supported:
+        local = load_backbone(family_card, in_process=True, random_weights=True, precision=precision)
+        remote = load_backbone(family_card, in_process=False, random_weights=True, precision=precision)
+        assert local.weights_identity() == remote.weights_identity()
+        assert local.weights_identity()[3:] == (precision, supported[0])
+        assert local.metadata().precision == precision
+
+
 def _no_worker(*_args, **_kwargs):
     raise AssertionError("a cache hit must compute nothing (no worker, no model)")
 
@@ -154,7 +164,9 @@ def test_random_weights_have_one_cache_identity_in_process_and_through_the_worke
     remote = load_backbone(family_card, in_process=False, random_weights=True)
     assert isinstance(remote, RemoteBackbone)
     width = get_card(family_card).embedding_width
-    assert remote.weights_identity() == local.weights_identity() == (family_card, "random:seed=0", width)
+    default = importlib.import_module(FAMILIES[get_card(family_card).family][0]).PRECISIONS[0]
+    assert remote.weights_identity() == local.weights_identity() == (family_card, "random:seed=0", width, default,
+                                                                      default)
     cache = EmbeddingCache(tmp_path)
     first = cached_embed(local, slab_structures[:1], cache)
     monkeypatch.setattr(remote, "_call", _no_worker)

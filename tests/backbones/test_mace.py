@@ -89,7 +89,8 @@ def test_missing_weights_name_file_and_variable(monkeypatch, tmp_path):
 def test_random_weights_cache_identity_is_the_same_through_the_worker(backbone):
     """Was "random" through the worker and "random:seed=0" in-process: two cache identities."""
     remote = RemoteBackbone(CARD, random_weights=True)
-    assert remote.weights_identity() == backbone.weights_identity() == (CARD.name, "random:seed=0", 256)
+    assert remote.weights_identity() == backbone.weights_identity() == (CARD.name, "random:seed=0", 256, "float64",
+                                                                        "float64")
     assert RemoteBackbone(CARD, random_weights=True, seed=3).weights_identity()[1] == "random:seed=3"
 
 

@@ -130,7 +130,8 @@ def test_weights_file_is_checked_and_recorded(backbone, structures, monkeypatch,
 def test_random_weights_cache_identity_is_the_same_through_the_worker(backbone):
     """Was "random" through the worker and "random:seed=0" in-process: two cache identities."""
     remote = RemoteBackbone(CARD, random_weights=True)
-    assert remote.weights_identity() == backbone.weights_identity() == (CARD.name, "random:seed=0", 256)
+    assert remote.weights_identity() == backbone.weights_identity() == (CARD.name, "random:seed=0", 256, "float64",
+                                                                        "float64")
 
 
 @pytest.mark.real_weights

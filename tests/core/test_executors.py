@@ -62,11 +62,20 @@ def test_default_is_local_processes_and_scheduler_or_cluster_imply_dask():
     (["--executor", "dask", "--cluster-config", "x.toml"], "--cluster-config needs --cluster slurm"),
     (["--scheduler", "tcp://h:1", "--cluster", "slurm", "--cluster-config", "x.toml"], "not both"),
     (["--scheduler", "nowhere"], "an address such as tcp://host:8786"),
-    (["--workers", "0"], "--workers must be a positive integer"),
 ])
 def test_inconsistent_options_are_clear_errors(argv, message):
     with pytest.raises(ExecutorError, match=message):
         _parse(argv)
+
+
+def test_a_worker_count_below_one_is_refused_by_the_parser_and_the_spec(capsys):
+    for value in ("0", "-2"):
+        with pytest.raises(SystemExit) as stop:
+            _parse(["--workers", value])
+        assert stop.value.code == 2
+        assert f"argument --workers: must be a positive integer (1 or more), got {value}" in capsys.readouterr().err
+    with pytest.raises(ExecutorError, match="--workers must be a positive integer"):
+        ExecutorSpec("local", 0)
 
 
 @pytest.mark.parametrize("body, message", [

@@ -25,6 +25,9 @@ MPTRJ_NUMBERS = frozenset(range(1, 84)) | frozenset(range(89, 95))
 
 #: precisions an adapter may be asked for
 PRECISIONS = ("float32", "float64")
+#: the precisions each family's adapter runs in, its default first (the adapters' own ``PRECISIONS``)
+FAMILY_PRECISIONS: dict[str, tuple[str, ...]] = {"chgnet": ("float32", "float64"), "sevennet": ("float32", "float64"),
+                                                 "mace": ("float64",), "orb": ("float64",)}
 
 
 def random_identity(seed: int) -> str:

@@ -19,8 +19,8 @@ import numpy as np
 from ase import Atoms
 
 from ..embedding import EmbeddingMetadata, StructureEmbedding
-from ._common import check_precision, checked_weights, from_tensors, package_weights, random_identity, \
-    resolve_weights, weights_only_read
+from ._common import FAMILY_PRECISIONS, check_precision, checked_weights, from_tensors, package_weights, \
+    random_identity, resolve_weights, weights_only_read
 from .card import BackboneCard
 from .interface import Backbone, DifferentiableOutput
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
 
 #: precisions the adapter runs in (the first is the default)
-PRECISIONS = ("float32", "float64")
+PRECISIONS = FAMILY_PRECISIONS["chgnet"]
 
 
 class CHGNetBackbone(Backbone):
@@ -37,7 +37,9 @@ class CHGNetBackbone(Backbone):
         from pymatgen.io.ase import AseAtomsAdaptor
 
         self.card = card
-        self.dtype = getattr(torch, check_precision(card.family, precision, PRECISIONS))
+        self.precision = check_precision(card.family, precision, PRECISIONS)
+        self.default_precision = PRECISIONS[0]
+        self.dtype = getattr(torch, self.precision)
         self.model = model.to(self.dtype).eval()
         if not getattr(self.model, "mlp_first", True):
             raise RuntimeError(f"{card.name}: expected a CHGNet with mlp_first=True (site-wise energy readout)")
@@ -50,8 +52,7 @@ class CHGNetBackbone(Backbone):
         return self._numbers
 
     def metadata(self) -> EmbeddingMetadata:
-        return self._card_metadata(self._weights_sha256, ("chgnet", "torch"),
-                                   model_precision=str(self.dtype).removeprefix("torch."))
+        return self._card_metadata(self._weights_sha256, ("chgnet", "torch"), model_precision=self.precision)
 
     def calculator(self):
         """chgnet's own ASE calculator on this model (a float32 copy: chgnet's graphs are float32)."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 import numpy as np
 from ase import Atoms
 
-from ..embedding import EmbeddingBatch, EmbeddingMetadata, StructureEmbedding
+from ..embedding import EmbeddingBatch, EmbeddingMetadata, Identity, StructureEmbedding
 from .errors import BackboneInputError
 
 if TYPE_CHECKING:  # torch is only needed inside a backbone environment
@@ -99,6 +99,10 @@ class Backbone(abc.ABC):
         """The package's own ASE calculator for this backbone (for checks and relaxations)."""
 
     batch_size: int = 16
+    #: the floating-point precision the model runs in, and its family's default (the adapters of families
+    #: that run in float64 only keep these)
+    precision: str = "float64"
+    default_precision: str = "float64"
 
     def _card_metadata(self, weights_sha256: str, packages: Sequence[str], **extra: str) -> EmbeddingMetadata:
         """The metadata record of this adapter: card facts plus the installed versions of ``packages``
@@ -110,13 +114,13 @@ class Backbone(abc.ABC):
             backbone=self.name, package=packages[0], package_version=versions[packages[0]],
             weights_sha256=weights_sha256, layer=self.card.embedding_layer,
             width=self.card.embedding_width, dtype="float64", device="cpu",
-            versions={**versions, **extra},
+            versions={**versions, **extra}, precision=self.precision,
         )
 
-    def weights_identity(self) -> tuple[str, str, int]:
-        """(backbone name, weights sha256, width): what an embedding cache is keyed by."""
+    def weights_identity(self) -> Identity:
+        """What an embedding cache is keyed by: name, weights sha256, width and precision."""
         meta = self.metadata()
-        return meta.backbone, meta.weights_sha256, meta.width
+        return Identity(meta.backbone, meta.weights_sha256, meta.width, self.precision, self.default_precision)
 
     def embed(self, structures: Sequence[Atoms], forces: bool = False) -> EmbeddingBatch:
         """Energies and per-atom embeddings of ``structures``, batched where the package allows."""

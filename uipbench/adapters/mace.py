@@ -27,7 +27,8 @@ import numpy as np
 from ase import Atoms
 
 from ..embedding import EmbeddingMetadata, StructureEmbedding
-from ._common import MPTRJ_NUMBERS, check_precision, checked_weights, random_identity, resolve_weights, split_flat
+from ._common import FAMILY_PRECISIONS, MPTRJ_NUMBERS, check_precision, checked_weights, random_identity, \
+    resolve_weights, split_flat
 from .card import BackboneCard, MaceArchitecture
 from .errors import CardError, WeightsError
 from .interface import Backbone, DifferentiableOutput
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     import torch
 
 #: precisions the adapter runs in (the first is the default)
-PRECISIONS = ("float64",)
+PRECISIONS = FAMILY_PRECISIONS["mace"]
 
 _NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 

@@ -20,8 +20,8 @@ import numpy as np
 from ase import Atoms
 
 from ..embedding import EmbeddingMetadata, StructureEmbedding
-from ._common import MPTRJ_NUMBERS, check_precision, checked_weights, random_identity, resolve_weights, split_flat, \
-    weights_only_read
+from ._common import FAMILY_PRECISIONS, MPTRJ_NUMBERS, check_precision, checked_weights, random_identity, \
+    resolve_weights, split_flat, weights_only_read
 from .card import BackboneCard, OrbArchitecture
 from .errors import CardError
 from .interface import Backbone, DifferentiableOutput
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
 
 #: precisions the adapter runs in (the first is the default)
-PRECISIONS = ("float64",)
+PRECISIONS = FAMILY_PRECISIONS["orb"]
 
 
 def import_orb() -> SimpleNamespace:

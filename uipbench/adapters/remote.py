@@ -17,11 +17,11 @@ from ase import Atoms
 from ase.io import read, write
 
 from .._interrupt import child_env, run_child, worker_tempdir
-from ..embedding import EmbeddingBatch, EmbeddingMetadata, StructureEmbedding, read_embeddings
-from ._common import random_identity, sha256_file
+from ..embedding import EmbeddingBatch, EmbeddingMetadata, Identity, StructureEmbedding, read_embeddings
+from ._common import FAMILY_PRECISIONS, check_precision, random_identity, sha256_file
 from .card import BackboneCard
 from .envs import ensure
-from .errors import USER_ERRORS, WeightsError, WorkerError
+from .errors import USER_ERRORS, CardError, WeightsError, WorkerError
 from .interface import Backbone, DifferentiableOutput, check_structure
 
 ALL_ELEMENTS = frozenset(range(1, 119))
@@ -35,7 +35,13 @@ class RemoteBackbone(Backbone):
         self.weights = weights
         self.random_weights = random_weights
         self.seed = seed
-        self.precision = precision
+        self.precision_option = precision  # what the worker is asked for (None: the family's default)
+        if card.family not in FAMILY_PRECISIONS:
+            raise CardError(f"{card.path}: unknown backbone family {card.family!r}; "
+                            f"known: {', '.join(FAMILY_PRECISIONS)}")
+        supported = FAMILY_PRECISIONS[card.family]
+        self.precision = check_precision(card.family, precision, supported)  # refused before a worker starts
+        self.default_precision = supported[0]
         self.trust_unpinned_weights = trust_unpinned_weights
         self.download = download
         self._metadata: EmbeddingMetadata | None = None
@@ -49,8 +55,8 @@ class RemoteBackbone(Backbone):
         options = ["--backbone", self.card.name, "--seed", str(self.seed)]
         if self.weights:
             options += ["--weights", str(self.weights)]
-        if self.precision:
-            options += ["--precision", self.precision]
+        if self.precision_option:
+            options += ["--precision", self.precision_option]
         flags = {"--random-weights": self.random_weights, "--trust-unpinned-weights": self.trust_unpinned_weights,
                  "--no-download": not self.download}
         return options + [flag for flag, on in flags.items() if on]
@@ -81,20 +87,20 @@ class RemoteBackbone(Backbone):
         raise WorkerError(f"{where} failed: {report.get('error')}: {report.get('message')} "
                           f"(the worker's traceback is printed above)")
 
-    def weights_identity(self) -> tuple[str, str, int]:
+    def weights_identity(self) -> Identity:
         """Known without starting a worker: the random-weights identity, the chosen file's sha256,
-        or the card's pinned sha256."""
-        width = self.card.embedding_width
+        or the card's pinned sha256 (and the precision asked for, or the family's default)."""
         if self.random_weights:
-            return self.card.name, random_identity(self.seed), width
-        local = self.card.local_weights(self.weights)
-        if local is not None:
+            sha256 = random_identity(self.seed)
+        elif (local := self.card.local_weights(self.weights)) is not None:
             if not local.is_file():
                 raise WeightsError(f"{self.card.name}: weights file {local} not found")
-            return self.card.name, sha256_file(local), width
-        if self.card.weights_sha256:
-            return self.card.name, self.card.weights_sha256, width
-        return super().weights_identity()
+            sha256 = sha256_file(local)
+        elif self.card.weights_sha256:
+            sha256 = self.card.weights_sha256
+        else:
+            return super().weights_identity()
+        return Identity(self.card.name, sha256, self.card.embedding_width, self.precision, self.default_precision)
 
     def metadata(self) -> EmbeddingMetadata:
         if self._metadata is None:

@@ -19,8 +19,8 @@ import numpy as np
 from ase import Atoms
 
 from ..embedding import EmbeddingMetadata, StructureEmbedding
-from ._common import check_precision, checked_weights, from_tensors, package_weights, random_identity, \
-    resolve_weights, weights_only_read
+from ._common import FAMILY_PRECISIONS, check_precision, checked_weights, from_tensors, package_weights, \
+    random_identity, resolve_weights, weights_only_read
 from .card import BackboneCard
 from .interface import Backbone, DifferentiableOutput
 from .torch_tools import default_dtype
@@ -32,7 +32,7 @@ READOUT_MODULE = "reduce_input_to_hidden"
 FORCE_MODULE = "force_output"
 
 #: precisions the adapter runs in (the first is the default)
-PRECISIONS = ("float32", "float64")
+PRECISIONS = FAMILY_PRECISIONS["sevennet"]
 
 
 class SevenNetBackbone(Backbone):
@@ -41,7 +41,9 @@ class SevenNetBackbone(Backbone):
         import torch
 
         self.card = card
-        self.dtype = getattr(torch, check_precision(card.family, precision, PRECISIONS))
+        self.precision = check_precision(card.family, precision, PRECISIONS)
+        self.default_precision = PRECISIONS[0]
+        self.dtype = getattr(torch, self.precision)
         self.model = model.to(self.dtype).eval()
         # sevenn's calculator runs float32 graphs: it gets the float32 model when this one is float64
         self._calculator_model = calculator_model if calculator_model is not None else self.model
@@ -64,8 +66,7 @@ class SevenNetBackbone(Backbone):
         return self._numbers
 
     def metadata(self) -> EmbeddingMetadata:
-        return self._card_metadata(self._weights_sha256, ("sevenn", "torch", "e3nn"),
-                                   model_precision=str(self.dtype).removeprefix("torch."))
+        return self._card_metadata(self._weights_sha256, ("sevenn", "torch", "e3nn"), model_precision=self.precision)
 
     def calculator(self):
         """sevenn's own ASE calculator on this model (float32, as sevenn builds its graphs)."""

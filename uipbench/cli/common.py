@@ -156,6 +156,18 @@ def check_output_folder(label: str, path: Path, inputs: Iterable[Path] = ()) -> 
 
 # --- arguments several commands share -------------------------------------------------------------------
 
+def positive_int(text: str) -> int:
+    """argparse ``type`` of a count that must be at least 1 (``--workers``, ``--mpi-ranks``, ``--chunk-size``):
+    anything else is an argparse error (usage line, ``argument --workers: ...``, exit 2) before any work."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {value}")
+    return value
+
+
 def add_trust_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-unpinned-weights", action="store_true",
                         help="load a weights file whose sha256 the card does not pin even where the family's "

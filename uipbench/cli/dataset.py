@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..executors import add_arguments as add_executor_arguments
-from .common import add_format_argument, check_output_folder
+from .common import add_format_argument, check_output_folder, positive_int
 
 
 def build(args: argparse.Namespace) -> int:
@@ -72,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, required=True, help="number of plan entries the dataset should hold")
     p.add_argument("--resume", action="store_true", help="extend an existing dataset")
     add_executor_arguments(p, workers_default=None, workers_help="parallel GPAW processes (local or Dask workers)")
-    p.add_argument("--mpi-ranks", type=int, default=1, help="MPI ranks per structure (mpirun -np N; default 1)")
+    p.add_argument("--mpi-ranks", type=positive_int, default=1,
+                   help="MPI ranks per structure (mpirun -np N; default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--relax-with", default="chgnet-0.3.0",
                    help="backbone that relaxes the 'relaxed' variants ('none' defers them)")

@@ -1,10 +1,14 @@
-"""``uipbench embed``: energies and per-atom embeddings of structures (npz + JSON metadata beside it)."""
+"""``uipbench embed``: energies and per-atom embeddings of structures (npz + JSON metadata beside it).
+
+One run per output: the npz and its metadata are locked (``.<stem>.uipbench.lock`` beside them), so a
+second embed writing either of them is refused while the first runs; embeds of other files in the same
+folder run side by side."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .common import add_trust_argument, check_input_files, check_output_files, check_output_folder
+from .common import add_trust_argument, check_input_files, check_output_files, check_output_folder, command_line
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -22,6 +26,16 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_paths(args)
+    from .._lock import OutputLock
+
+    output = args.output.absolute()
+    # the npz and its metadata, not the folder: other embeds may write other files beside them
+    with OutputLock(output.parent, command=" ".join(command_line()), part=output.stem,
+                    files=(output.name, output.with_suffix(".json").name)):
+        return _embed(args)
+
+
+def _embed(args: argparse.Namespace) -> int:
     from .._atomic import write_json_atomic
     from ..adapters.registry import load_backbone
     from ..adapters.worker import save_batch

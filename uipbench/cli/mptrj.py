@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from .common import check_input_files, check_output_folder, command_line, given
+from .common import check_input_files, check_output_folder, command_line, given, positive_int
 
 DEFAULT_REPORTS = Path("reports") / "mptrj-envs"
 
@@ -109,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--neighbors", nargs="+", default=["Cu", "Ag", "Au", "S"], metavar="EL",
                    help="neighbour elements of interest; all but the centre count as metals (default: Cu Ag Au S)")
     p.add_argument("--cutoff", type=float, default=None, help="neighbour cutoff in Å (default: 3)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--output", type=Path, default=None,
                    help=f"output folder (default: {DEFAULT_REPORTS}/<input name>)")
     p.add_argument("--format", choices=("auto", "json", "extxyz"), default="auto")
@@ -118,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: mp_id material_id mpid; else '<formula>#<frame>')")
     p.add_argument("--require", nargs="+", default=[], metavar="FIELD",
                    help="skip (and count) frames lacking these fields, e.g. force uncorrected_total_energy")
-    p.add_argument("--chunk-size", type=int, default=None, help="frames per worker task (default: 256)")
+    p.add_argument("--chunk-size", type=positive_int, default=None, help="frames per worker task (default: 256)")
     p.add_argument("--sweep-results", type=Path, default=None,
                    help="sweep results table (csv/parquet: backbone, system, aggregation, train_size, seed, metric, "
                         "value) to relate the counts to each backbone's raw error")

@@ -31,12 +31,20 @@ def default_root() -> Path:
 
 
 def system_dir(system: str, root: Path | None = None) -> Path:
-    root = Path(root) if root is not None else default_root()
-    directory = root / system
+    directory = (Path(root) if root is not None else default_root()) / system
     if system not in SYSTEMS and not directory.is_dir():
-        known = ", ".join(sorted(SYSTEMS))
-        raise DatasetError(f"unknown system {system!r}; known systems: {known}")
+        raise DatasetError(f"unknown system {system!r}; {describe_systems(root)}")
     return directory
+
+
+def describe_systems(root: Path | None = None, *also: str) -> str:
+    """The systems under ``root`` (the datasets folder actually used), for an error naming a system that is
+    not there, e.g. ``systems in /data: cu-s, my-cu`` (then ``also``, e.g. ``all``)."""
+    where = Path(root) if root is not None else "the shipped datasets folder"
+    present = available_systems(root)
+    if not present:
+        return f"no systems in {where} (a system is a folder holding a {STRUCTURES_FILE})"
+    return f"systems in {where}: {', '.join([*present, *also])}"
 
 
 def available_systems(root: Path | None = None) -> list[str]:

@@ -56,4 +56,5 @@ def system_metal(system: str) -> str:
         return SYSTEMS[system]
     except KeyError:
         known = ", ".join(sorted(SYSTEMS))
-        raise ValueError(f"unknown system {system!r}; known systems: {known}") from None
+        raise ValueError(f"unknown system {system!r}; known systems (those uipbench generates structures "
+                         f"for): {known}") from None

@@ -12,7 +12,8 @@ from ase import Atoms
 
 from ..adapters.registry import load_backbone
 from ..cache import EmbeddingCache, cached_embed
-from ..datasets.io import STRUCTURES_FILE, available_systems, group_key, load, system_dir, train_test_split
+from ..datasets.io import STRUCTURES_FILE, available_systems, describe_systems, group_key, load, system_dir, \
+    train_test_split
 from ..datasets.protocol import SYSTEMS
 from .metrics import count_s_s_pairs
 
@@ -97,9 +98,7 @@ def load_systems(names: list[str], root: Path | None = None, skip_small: int | N
     present = available_systems(root)
     unknown = [n for n in names if n != POOLED and n not in SYSTEMS and n not in present]
     if unknown:
-        where = Path(root) if root is not None else "the shipped datasets folder"
-        raise ValueError(f"unknown system(s) {', '.join(unknown)}; known in {where}: "
-                         f"{', '.join([*dict.fromkeys([*SYSTEMS, *present]), POOLED])}")
+        raise ValueError(f"unknown system(s) {', '.join(unknown)}; {describe_systems(root, POOLED)}")
     members = list(dict.fromkeys(s for s in [*SYSTEMS, *present] if s in names or (POOLED in names and s in present)))
     loaded = {s: load(s, root) for s in members}
     if skip_small:

@@ -174,12 +174,18 @@ def _run_chunks(chunks: Iterator[list], spec: CountSpec, path: str, workers: int
         for chunk in chunks:
             yield count_chunk(chunk, spec, path)
         return
+    from .._interrupt import sigint_held, worker_process_init
+
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    # the workers leave Ctrl-C to this process (it stops the pool and says so in one line), from their start on
+    with sigint_held():
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=worker_process_init,
+                                   initargs=(os.getpid(),))
     pending: deque[Future] = deque()
     try:
         for chunk in chunks:
-            pending.append(pool.submit(count_chunk, chunk, spec, path))
+            with sigint_held():  # submit starts the workers, one by one
+                pending.append(pool.submit(count_chunk, chunk, spec, path))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:

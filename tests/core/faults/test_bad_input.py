@@ -53,6 +53,12 @@ def _sweep(c: Ctx, root: Path, out: Path | None = None, *extra: str) -> list:
     return sweep_args(root, out or c.tmp / "out", *extra)
 
 
+def _own_systems(c: Ctx) -> Path:
+    """A datasets folder holding one system of the user's own (``my-cu``, a copy of cu-s) and none shipped."""
+    (c.tmp / "own").mkdir()
+    return Path(shutil.copytree(c.datasets / "cu-s", c.tmp / "own" / "my-cu")).parent
+
+
 def _regress(c: Ctx, *extra) -> list:
     return ["regress", "--baseline", "chgnet-0.2.0", "--candidate", "chgnet-0.3.0", "--systems", "cu-s",
             "--datasets-root", c.datasets, "--sizes", "4", "7", "--seeds", "0", "1", "--aggregations", "global",
@@ -111,7 +117,11 @@ CASES: list[tuple[str, str, Callable[..., list], str]] = [
     ("sweep", "unknown aggregation", lambda c: _sweep(c, c.datasets, None, "--aggregations", "nope"),
      r"unknown aggregation"),
     ("sweep", "unknown system", lambda c: ["sweep", "--systems", "pt-s", "--datasets-root", c.datasets, "--out",
-                                           c.tmp / "out"], r"unknown system\(s\) pt-s"),
+                                           c.tmp / "out"],
+     r"unknown system\(s\) pt-s; systems in .*: cu-s, ag-s, all$"),
+    ("sweep", "unknown system under a root of own systems",
+     lambda c: ["sweep", "--systems", "pt-s", "--datasets-root", _own_systems(c), "--out", c.tmp / "out"],
+     r"unknown system\(s\) pt-s; systems in .*/own: my-cu, all$"),
     ("sweep", "unknown backbone", lambda c: _sweep(c, c.datasets, None, "--backbones", "nonet"),
      r"unknown backbone 'nonet'"),
     ("sweep", "results.csv not a table", lambda c: _sweep(c, c.datasets, _run_with(c, "results.csv", damage.garbage)),
@@ -152,6 +162,10 @@ CASES: list[tuple[str, str, Callable[..., list], str]] = [
     ("regress", "unknown gate metric", lambda c: _regress(c, "--gate-metric", "nope", "--out", c.tmp / "r"),
      r"unknown gate metric 'nope'"),
     ("regress", "--out a file", lambda c: _regress(c, "--out", c.file("afile", "x")), r"--out .*afile is a file"),
+    ("regress", "unknown system under a root of own systems",
+     lambda c: ["regress", "--baseline", "chgnet-0.2.0", "--candidate", "chgnet-0.3.0", "--systems", "pt-s",
+                "--datasets-root", _own_systems(c), "--no-progress", "--out", c.tmp / "r"],
+     r"unknown system\(s\) pt-s; systems in .*/own: my-cu, all$"),
     # regress golden
     ("regress golden", "--write and --check", lambda c: ["regress", "golden", "--write", "a", "--check", "b"],
      r"exactly one of --write NAME\.\.\. or --check"),
@@ -205,7 +219,12 @@ CASES: list[tuple[str, str, Callable[..., list], str]] = [
      lambda c: ["dataset", "build", "cu-s", "--n", "12", "--root", _damaged(c, damage.garbage), "--relax-with", "none",
                 "--resume"], r"cu-s/structures\.extxyz: "),
     ("dataset info", "unknown system", lambda c: ["dataset", "info", "pt-s", "--root", c.datasets],
-     r"unknown system 'pt-s'"),
+     r"unknown system 'pt-s'; systems in .*: cu-s, ag-s$"),
+    ("dataset info", "unknown system under a root of own systems",
+     lambda c: ["dataset", "info", "pt-s", "--root", _own_systems(c)],
+     r"unknown system 'pt-s'; systems in .*/own: my-cu$"),
+    ("dataset info", "unknown system under a root without systems",
+     lambda c: ["dataset", "info", "pt-s", "--root", c.tmp], r"unknown system 'pt-s'; no systems in "),
     ("dataset info", "no card", lambda c: ["dataset", "info", "au-s", "--root", c.datasets], r"card not found"),
     ("dataset info", "card not JSON", lambda c: _dataset_card(c, "{oops"), r"corrupt dataset card"),
     ("dataset info", "card missing keys", lambda c: _dataset_card(c, "{}"), r"card\.json: not a dataset card"),
@@ -217,6 +236,18 @@ ARGPARSE_CASES = [
     ("env sync", "no subcommand", ["env"], r"the following arguments are required"),
     ("sweep", "seed not an integer", ["sweep", "--seeds", "one"], r"invalid int value: 'one'"),
     ("dataset build", "--n missing", ["dataset", "build", "cu-s"], r"required: --n"),
+    # counts of processes (one shared argparse type): 0 and negative numbers are refused by the parser
+    *[(" ".join(argv[:2]) if argv[0] == "dataset" else argv[0], f"{flag} {value}", [*argv, flag, value],
+       rf"argument {flag}: must be a positive integer \(1 or more\), got {value}$")
+      for argv, flag in ((["dataset", "build", "cu-s", "--n", "2", "--relax-with", "none"], "--workers"),
+                         (["dataset", "build", "cu-s", "--n", "2", "--relax-with", "none"], "--mpi-ranks"),
+                         (["sweep", "--backbones", "no-such-backbone"], "--workers"),
+                         (["regress", "--baseline", "no-such-backbone", "--candidate", "nonet"], "--workers"),
+                         (["mptrj-envs", "absent.extxyz"], "--workers"),
+                         (["mptrj-envs", "absent.extxyz"], "--chunk-size"))
+      for value in ("0", "-1")],
+    ("sweep", "--workers not an integer", ["sweep", "--workers", "two"],
+     r"argument --workers: invalid int value: 'two'"),
 ]
 
 

@@ -179,3 +179,47 @@ def test_a_report_while_the_sweep_runs_in_its_folder_is_refused(tmp_path, datase
         assert proc.returncode == 0
     finally:
         sweep.reap()
+
+
+def _embed_args(structures: Path, output: Path) -> list[str]:
+    return ["embed", "--backbone", "chgnet-0.3.0", "--input", str(structures), "--output", str(output), "--no-cache"]
+
+
+def test_an_embed_of_an_output_another_embed_is_writing_is_refused(fake, call, tmp_path, datasets):
+    """`uipbench embed` locks its npz and metadata JSON (not their folder): a second embed of the same npz, or of
+    another file whose metadata is the same JSON, is refused naming the first; one of another file runs beside it."""
+    import os
+    import signal
+
+    structures = datasets / "cu-s" / "structures.extxyz"
+    first = Run(tmp_path / "first", FAKE_WORKER="1", FAKE_WORKER_DELAY="30")
+    try:
+        proc = first.start(_embed_args(structures, tmp_path / "a.npz"))
+        assert first.wait_for_child(lambda cmd: "fake_worker" in cmd), "the first embed never reached its worker"
+        for output in (tmp_path / "a.npz", tmp_path / "a.extxyz"):  # the same npz; the same a.json
+            code, _, err = call(_embed_args(structures, output))
+            assert code == 2, err
+            assert re.match(rf"uipbench: error: {re.escape(str(output))}, .*a\.json \(the files this run writes\) are "
+                            rf"in use by another uipbench run \(pid {proc.pid} on ", error_line(err)), err
+            assert not output.exists() and not (tmp_path / "a.json").exists()
+        code, _, err = call(_embed_args(structures, tmp_path / "b.npz"))
+        assert code == 0 and (tmp_path / "b.npz").is_file() and (tmp_path / "b.json").is_file(), err
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 143
+        assert not list(tmp_path.glob(f".*{LOCK_FILE}*")), "a lock file was left"
+    finally:
+        first.reap()
+
+
+def test_taking_over_a_dead_embeds_lock_removes_only_its_own_temporary_files(tmp_path):
+    dead = {"pid": _dead_pid(), "host": socket.gethostname(), "command": "uipbench embed", "started": "earlier"}
+    (tmp_path / f".a{LOCK_FILE}").write_text(json.dumps(dead))
+    mine, others = tmp_path / ".a.npz.x1y2.tmp", tmp_path / ".b.npz.x3y4.tmp"  # b.npz: another embed's, running
+    for path in (mine, others):
+        path.write_text("half a write")
+    with pytest.warns(UserWarning, match=rf"took over .*pid {dead['pid']}.*removed 1 temporary file"):
+        with OutputLock(tmp_path, part="a", files=("a.npz", "a.json")):
+            assert json.loads((tmp_path / f".a{LOCK_FILE}").read_text())["command"] == ""
+    assert not mine.exists() and others.exists()
+    assert not (tmp_path / f".a{LOCK_FILE}").exists()
