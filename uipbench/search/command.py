@@ -23,6 +23,7 @@ _CHILD_VARIABLE = "UIPBENCH_SEARCH_IN_BACKBONE_ENV"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..cli.common import positive_int
     from .defaults import ALGORITHMS, BASIN_KT, BASIN_STEP, FMAX, MAX_STEPS, OPTIMIZERS
 
     p = subparsers.add_parser("search", help="structure search with a backbone, raw or Δ-corrected (resumable)",
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="BFGS")
     p.add_argument("--kT", type=float, default=BASIN_KT, help=f"basin hopping: Metropolis kT in eV ({BASIN_KT})")
     p.add_argument("--step", type=float, default=BASIN_STEP, help=f"basin hopping: move radius in Å ({BASIN_STEP})")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads of the search process (default 1: run several seeds side by side instead; "
                         "on a loaded 2-core machine two threads made CHGNet steps 10x slower)")
     p.add_argument("--no-progress", action="store_true")
