@@ -98,6 +98,7 @@ def _mixed(tmp_path):
     (_no_energy, "2 structure(s) without a finite DFT energy"),
     (_mixed, "mixes reference protocols"),
     (lambda tmp: ["--systems"], "0 structure(s); a Δ-model needs at least 2"),
+    (lambda tmp: ["--systems", "cu-s", "--seed", "-3"], "--seed must be a non-negative integer, got -3"),
 ])
 def test_bad_input_is_refused_before_the_backbone_is_loaded(tmp_path, loads, capsys, make_argv, message):
     argv = make_argv(tmp_path)

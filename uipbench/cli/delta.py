@@ -64,6 +64,8 @@ def run_fit(args: argparse.Namespace) -> int:
     else:  # created when the model is saved
         check_output_folder("--out", json_path.parent)
     get_card(args.backbone)  # an unknown backbone, before the data are read
+    if args.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
     structures, sources = _training_structures(args)
 
     from ..adapters.registry import load_backbone
@@ -71,13 +73,14 @@ def run_fit(args: argparse.Namespace) -> int:
     from ..harness.fit import fit_delta
 
     backbone = load_backbone(args.backbone, args.weights, trust_unpinned_weights=args.trust_unpinned_weights)
+    identity = backbone.weights_identity()  # before the work: a bad weights file fails here
     start = time.perf_counter()
     delta = fit_delta(backbone, structures, aggregation=args.aggregation, sparse=not args.dense,
                       random_state=args.seed)
     seconds = time.perf_counter() - start
-    name, weights_sha256, _ = backbone.weights_identity()
+    name = identity.backbone
     _refuse_existing(json_path, npz_path, args.force)  # another run may have saved one meanwhile
-    save(delta, args.out, name, weights_sha256)
+    save(delta, args.out, name, identity.weights_sha256)
     kind = f"sparse, {len(delta.support_)} inducing points" if delta.sparse_ else "exact"
     print(f"{name}: Δ-GPR ({args.aggregation}, {kind}) fitted on {len(structures)} structures, "
           f"{sum(len(a) for a in structures)} atoms ({'; '.join(sources)}) in {seconds:.1f} s "
