@@ -321,6 +321,8 @@ def test_the_run_commands():
     (dict(methods=["raw", "al"]), "method al needs --rounds and --label-per-round"),
     (dict(settings=BenchmarkSettings(0)), "--budget must be at least 1"),
     (dict(settings=BenchmarkSettings(5, label_top=0)), "--label-top must be at least 1"),
+    (dict(seeds=[0, -1]), "seeds must be non-negative integers"),
+    (dict(settings=BenchmarkSettings(5, rounds=2)), "only apply with method al"),
 ])
 def test_bad_input_is_refused_before_any_work(change, message):
     args = dict(problems=[PROBLEM], backbones=[BACKBONE], methods=["raw"], seeds=[0], settings=BenchmarkSettings(5))

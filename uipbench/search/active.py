@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 from ase import Atoms
 
 from .._lock import OutputLock
-from ..datasets.protocol import PROTOCOL_V1, ReferenceProtocol
+from ..datasets.protocol import ReferenceProtocol
 from .active_round import Labeller, RoundContext, copy_minima, final_minima, run_round
 from .active_rules import stop_reason
 from .active_store import ActiveFolder
@@ -134,15 +134,19 @@ def _check_base(problem: SearchProblem, template: Atoms, base: Sequence[Atoms], 
 
 def active_learning(problem: SearchProblem, backbone: Any, base: Sequence[Atoms], *, out: str | Path,
                     settings: ActiveSettings, labeller: Labeller | None = None, start_delta: Any = None,
-                    protocol: ReferenceProtocol = PROTOCOL_V1, label_settings: Any = None, cache: Any = None,
+                    protocol: ReferenceProtocol | None = None, label_settings: Any = None, cache: Any = None,
                     progress: bool = False, figures: bool = True,
                     on_round: Callable[[dict[str, Any]], None] | None = None) -> ActiveSummary:
     """Run (or resume) active Δ-learning into ``out`` (module doc); bad input is refused before any work.
 
     ``labeller``: LabelTask -> LabelRecord (default :func:`uipbench.datasets.label.label_structure`, which
     needs GPAW); ``start_delta``: round 0's Δ-model instead of one fitted on ``base``; ``cache``: the
-    embedding cache of the fits; ``on_round`` receives each finished round's record.
+    embedding cache of the fits; ``on_round`` receives each finished round's record; ``protocol``: the
+    labels' reference protocol (default: the problem card's).
     """
+    from .problem import PROTOCOLS
+
+    protocol = protocol or PROTOCOLS[problem.protocol]
     base = list(base)
     template = check_inputs(problem, backbone, start_delta)
     _check_base(problem, template, base, protocol, start_delta)

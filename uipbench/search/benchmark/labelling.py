@@ -103,7 +103,9 @@ def _al_structure(run: RunResult, atoms: Atoms) -> tuple[PointKey, Atoms] | None
     results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
     out = atoms.copy()
     out.set_constraint()
-    out.calc = SinglePointCalculator(out, energy=energy, forces=results.get("forces", np.zeros((len(out), 3))))
+    # only what the active-learning run recorded: no forces are invented for a structure without them
+    out.calc = SinglePointCalculator(out, energy=energy, **({"forces": results["forces"]} if "forces" in results
+                                                            else {}))
     spec = run.spec
     out.info.update(problem=spec.problem, backbone=spec.backbone, method=spec.method, seed=spec.seed, source="al",
                     structure_hash=key)

@@ -140,6 +140,8 @@ def _check_settings(settings: BenchmarkSettings, methods: tuple[str, ...]) -> No
     if "al" in methods and (settings.rounds is None or settings.label_per_round is None):
         raise BenchmarkInputError("method al needs --rounds and --label-per-round (active-learning rounds, and "
                                   "structures DFT-labelled per round)")
+    if "al" not in methods and (settings.rounds is not None or settings.label_per_round is not None):
+        raise BenchmarkInputError("--rounds and --label-per-round only apply with method al")
     for name, value in (("--rounds", settings.rounds), ("--label-per-round", settings.label_per_round)):
         if value is not None and value < 1:
             raise BenchmarkInputError(f"{name} must be at least 1, got {value}")
@@ -154,6 +156,8 @@ def make_plan(problems: list[str], backbones: list[str], methods: list[str], see
     problems, backbones, methods, seeds = tuple(problems), tuple(backbones), tuple(methods), tuple(seeds)
     for what, values in (("problems", problems), ("backbones", backbones), ("methods", methods), ("seeds", seeds)):
         _unique(what, values)
+    if any(s < 0 for s in seeds):
+        raise BenchmarkInputError(f"seeds must be non-negative integers, got {list(seeds)}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise BenchmarkInputError(f"unknown method(s) {', '.join(map(repr, unknown))}; known: {', '.join(METHODS)}")

@@ -74,7 +74,8 @@ def candidate_rows(runs: dict, points: dict[PointKey, DftPoint]) -> list[dict[st
             point = points.get(key_of(c))
             rows.append({"problem": c.spec.problem, "backbone": c.spec.backbone, "method": c.spec.method,
                          "seed": c.spec.seed, "rank": c.rank, "predicted_energy": c.predicted_energy,
-                         "structure_hash": c.structure_hash, "dft_energy": point.energy if point else math.nan})
+                         "structure_hash": c.structure_hash, "dft_energy": point.energy if point else math.nan,
+                         "dft_source": point.source if point else ""})  # "top-k", "al" or "alias of <hash>"
     return rows
 
 
