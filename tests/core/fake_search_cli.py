@@ -5,7 +5,7 @@ search does to its folder: one atomic ``evaluations/NNNNNN.json`` per finished "
 skipping those already there (so a retried task resumes), then ``search.json``.  The problem
 argument is a JSON control file: ``seconds`` per evaluation and ``fail`` (seeds that exit 1).
 Every evaluation it computes is appended to ``<out>/../computed.log`` and its own pid to
-``<out>/../pids.log``, so tests see what ran where.
+``<out>/../pids.log``, so tests see what ran where.  It holds the folder's lock while it works, as a search does.
 """
 from __future__ import annotations
 
@@ -39,6 +39,13 @@ def main() -> int:
     if args.seed in control.get("fail", []):
         print(f"seed {args.seed}: made to fail", file=sys.stderr)
         return 1
+    from uipbench._lock import OutputLock
+
+    with OutputLock(args.out, command="fake search"):  # as a search does: a dead predecessor's lock is taken over
+        return _search(args, control)
+
+
+def _search(args: argparse.Namespace, control: dict) -> int:
     (args.out / "evaluations").mkdir(parents=True, exist_ok=True)
     energies = []
     for i in range(args.budget):

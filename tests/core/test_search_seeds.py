@@ -160,6 +160,7 @@ def test_seeds_on_dask_workers_equal_the_local_run_and_a_killed_worker_repeats_n
     computed = _computed(remote_root)
     assert len(computed) == len(set(computed)) == 12, "every evaluation computed exactly once"
     assert not survivors, "the killed worker's search died with it"
+    assert not list(remote_root.glob("out/seed-*/.uipbench.lock")), "the retry took over the dead search's lock"
     retried = {seed for seed, _, ppid in _pids(remote_root) if ppid in killed}
     assert retried and all(any(s == seed and p not in killed for s, _, p in _pids(remote_root)) for seed in retried)
 

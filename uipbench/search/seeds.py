@@ -7,8 +7,11 @@ re-runs itself in the backbone's environment as a single search does.  A task is
 sense the executors need: its inputs are a command line, its result a :class:`SeedResult`, and
 the only files it writes are its own search folder's, each finished relaxation atomically, under
 that folder's lock.  So a task retried after its worker died resumes the seed from its finished
-relaxations (its dead predecessor's lock is taken over), and finished seeds are read back, not
-repeated, when the driver runs again.  The search processes die with the task that started them
+relaxations, and finished seeds are read back, not repeated, when the driver runs again.  The dead
+predecessor's lock is taken over when the retry runs on the same host; a lock left by a worker on
+another host is never taken over (its process cannot be checked from here: :mod:`uipbench._lock`), so
+that seed fails naming the lock file, and running the same command again after deleting the lock
+(once that host's search is surely gone) resumes it.  The search processes die with the task that started them
 (Linux), so a killed worker leaves no search running behind.
 
 The driver holds the lock of ``DIR`` (two drivers on one folder: the second is refused) and
