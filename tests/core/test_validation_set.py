@@ -354,7 +354,8 @@ def test_resume_reuses_validation_cells_and_embeddings_until_the_set_changes(tmp
 def test_the_report_has_the_validation_table(tmp_path, fake_backbone):
     from uipbench.report.render import VALIDATION_TITLE, write_report
 
-    _sweep(_root(tmp_path, "datasets"), tmp_path / "run")
+    results = _sweep(_root(tmp_path, "datasets"), tmp_path / "run", descriptors=["embedding", "soap"])
+    assert set(validation_rows(results).descriptor) == {"-", "embedding", "soap"}
     text = write_report(tmp_path / "run").read_text()
     assert VALIDATION_TITLE in text and "Δ global (Δ / raw)" in text and "Δ atomic (Δ / raw)" in text
     table = pd.read_csv(tmp_path / "run" / "tables" / "validation.csv")
