@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 
 from uipbench.harness import sweep as sweep_module
-from uipbench.harness.results import (MANIFEST_FILE, PREDICTIONS_FILE, RESULTS_FILE, at_largest_size,
+from uipbench.harness.results import (KEY_COLUMNS, MANIFEST_FILE, PREDICTIONS_FILE, RESULTS_FILE, at_largest_size,
                                       finished_cells, largest_sizes, load_run, read_results)
 
 from .test_sweep import _run, datasets_root, fake_backbone  # noqa: F401  (fixtures)
 
-KEYS = ["backbone", "system", "model", "descriptor", "aggregation", "train_size", "seed", "metric"]
+KEYS = [*KEY_COLUMNS, "metric"]
+N_KEYS = len(KEY_COLUMNS)  # the key fields lead every line of results.csv
 
 
 def _sorted(table: pd.DataFrame) -> pd.DataFrame:
@@ -51,17 +52,17 @@ def _cut_inside_value(text: bytes) -> int:
 def _cut_inside_metric(text: bytes) -> int:
     start = text.index(b"\n", len(text) // 2) + 1
     line = text[start:text.index(b"\n", start)]
-    metric_at = start + len(b",".join(line.split(b",")[:7])) + 1
+    metric_at = start + len(b",".join(line.split(b",")[:N_KEYS])) + 1
     return metric_at + 4
 
 
 def _cut_at_line_inside_cell(text: bytes) -> int:
-    """After a full line whose successor belongs to the same cell (same seven key fields)."""
+    """After a full line whose successor belongs to the same cell (same key fields)."""
     lines = text.split(b"\n")
     offset = len(lines[0]) + 1
     for i in range(1, len(lines) - 1):
         offset += len(lines[i]) + 1
-        if i > len(lines) // 2 and lines[i].split(b",")[:7] == lines[i + 1].split(b",")[:7]:
+        if i > len(lines) // 2 and lines[i].split(b",")[:N_KEYS] == lines[i + 1].split(b",")[:N_KEYS]:
             return offset
     raise AssertionError("no cell with two rows")
 
@@ -76,7 +77,7 @@ def test_a_truncated_results_file_is_recomputed_not_trusted(finished, datasets_r
     assert kept.partial and "cut short" in kept.partial
     # a complete cell is one whose rows are all there: the cut cell is not among them
     done = finished_cells(kept.results, kept.predictions)
-    cut_key = tuple(text[text.rindex(b"\n", 0, at) + 1:].split(b"\n")[0].decode().split(",")[:7])
+    cut_key = tuple(text[text.rindex(b"\n", 0, at) + 1:].split(b"\n")[0].decode().split(",")[:N_KEYS])
     assert cut_key not in done
     calls = []
     original = sweep_module.run_task

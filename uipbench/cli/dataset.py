@@ -1,4 +1,5 @@
-"""``uipbench dataset build|info``: label structures with the reference protocol; summarise and validate."""
+"""``uipbench dataset build|build-validation|info``: label structures with the reference protocol (the
+training plan, or the independent validation plan); summarise and validate."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,26 @@ def build(args: argparse.Namespace) -> int:
     report = build_dataset(args.system, args.n, root=args.root, resume=args.resume, workers=args.workers,
                            seed=args.seed, relaxer=relaxer, relaxer_name=relaxer_name,
                            executor=ExecutorSpec.from_args(args), mpi_ranks=args.mpi_ranks)
-    print(f"{args.system}: labelled {report.labelled}, already present {report.skipped_existing}, "
+    return _print_report(args.system, report)
+
+
+def build_validation(args: argparse.Namespace) -> int:
+    from ..datasets.label import build_validation as build
+    from ..datasets.relax import relaxer_for
+    from ..executors import ExecutorSpec
+
+    if args.root is not None:
+        check_output_folder("--root", args.root)
+    relaxed = args.relax_with not in (None, "none")
+    relaxer, relaxer_name = relaxer_for(args.relax_with) if relaxed else (None, None)
+    report = build(args.system, args.n, root=args.root, resume=args.resume, workers=args.workers, seed=args.seed,
+                   relaxed=relaxed, relaxer=relaxer, relaxer_name=relaxer_name,
+                   executor=ExecutorSpec.from_args(args), mpi_ranks=args.mpi_ranks)
+    return _print_report(f"{args.system} (validation)", report)
+
+
+def _print_report(what: str, report) -> int:
+    print(f"{what}: labelled {report.labelled}, already present {report.skipped_existing}, "
           f"deferred (need a relaxation backbone) {report.deferred_relaxation}, failed {len(report.failed)}")
     for line in report.failed:
         print(f"  failed: {line}", file=sys.stderr)
@@ -41,6 +61,13 @@ def _print_card(card: dict, ok: bool, problems: list[str]) -> None:
           f"{counts['arrangement_groups_3plus']} by composition and motif")
     print(f"labelling     median {lab.get('median_minutes_per_structure')} min/structure, "
           f"{lab.get('total_core_hours')} core-hours")
+    validation = card.get("validation")
+    if validation:
+        v = validation["counts"]
+        print(f"validation    {v['structures']} structures ({v['atoms']} atoms; never fitted on), "
+              f"surface cells {v['by_surface_cell']}")
+    else:
+        print(f"validation    none (`uipbench dataset build-validation {card['system']} --n 20` labels one)")
     print(f"valid         {'yes' if ok else 'NO'}")
     for problem in problems:
         print(f"  - {problem}")
@@ -79,6 +106,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="backbone that relaxes the 'relaxed' variants ('none' defers them)")
     p.add_argument("--root", type=Path, default=None, help="datasets folder (default: the shipped one)")
     p.set_defaults(func=build, resume_hint="labelled structures are kept; run it again with --resume to continue")
+    p = dsub.add_parser("build-validation",
+                        help="label the independent validation set of a system (validation.extxyz; never fitted on)")
+    p.add_argument("system")
+    p.add_argument("--n", type=int, required=True, help="number of validation plan entries the file should hold")
+    p.add_argument("--resume", action="store_true", help="extend an existing validation set")
+    add_executor_arguments(p, workers_default=None, workers_help="parallel GPAW processes (local or Dask workers)")
+    p.add_argument("--mpi-ranks", type=int, default=1, help="MPI ranks per structure (mpirun -np N; default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--relax-with", default="none",
+                   help="label the plan's relaxed variant instead: each entry relaxed by this backbone first "
+                        "(default none: the unrelaxed random structures)")
+    p.add_argument("--root", type=Path, default=None, help="datasets folder (default: the shipped one)")
+    p.set_defaults(func=build_validation,
+                   resume_hint="labelled structures are kept; run it again with --resume to continue")
     p = dsub.add_parser("info", help="summarise and validate a system's dataset")
     p.add_argument("system")
     add_format_argument(p)

@@ -18,6 +18,8 @@ from ..paths import datasets_dir
 from .protocol import PROTOCOL_NAME, SYSTEMS
 
 STRUCTURES_FILE = "structures.extxyz"
+#: the independent validation set of a system (``uipbench.datasets.validation``): scored on, never fitted on
+VALIDATION_FILE = "validation.extxyz"
 CARD_FILE = "card.json"
 
 
@@ -104,13 +106,26 @@ def labelled(atoms: Atoms, where: str) -> Atoms:
     return atoms
 
 
-def load(system: str, root: Path | None = None) -> list[Atoms]:
-    """The labelled structures of ``system`` as ASE Atoms with energies and forces attached."""
-    path = system_dir(system, root) / STRUCTURES_FILE
+def _load_file(path: Path) -> list[Atoms]:
     structures = read_structures(path)
     for i, atoms in enumerate(structures):
         labelled(atoms, f"{path} structure {i}")
     return structures
+
+
+def load(system: str, root: Path | None = None) -> list[Atoms]:
+    """The labelled training structures of ``system`` as ASE Atoms with energies and forces attached.
+
+    Only ``structures.extxyz``: the validation set (:func:`load_validation`) is never part of it.
+    """
+    return _load_file(system_dir(system, root) / STRUCTURES_FILE)
+
+
+def load_validation(system: str, root: Path | None = None) -> list[Atoms]:
+    """The labelled validation structures of ``system`` (``validation.extxyz``); an empty list when the
+    system has none.  For scoring only: nothing in uipbench fits, tunes or chooses on them."""
+    path = system_dir(system, root) / VALIDATION_FILE
+    return _load_file(path) if path.exists() else []
 
 
 def load_card(system: str, root: Path | None = None) -> dict:
@@ -154,6 +169,7 @@ def count_summary(structures: list[Atoms]) -> dict:
 class ValidationReport:
     system: str
     n_structures: int = 0
+    n_validation: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -161,20 +177,12 @@ class ValidationReport:
         return not self.problems
 
 
-def validate(system: str, root: Path | None = None) -> ValidationReport:
-    """Every structure parses, is labelled with finite values under the protocol, is unique,
-    and the card's counts match the file."""
-    report = ValidationReport(system)
-    directory = system_dir(system, root)
-    try:
-        structures = read_structures(directory / STRUCTURES_FILE)
-    except DatasetError as exc:
-        report.problems.append(str(exc))
-        return report
-    report.n_structures = len(structures)
-    seen: dict[str, int] = {}
+def _check_structures(path: Path, structures: list[Atoms], report: ValidationReport,
+                      seen: dict[str, tuple[str, int]]) -> None:
+    """Each structure labelled, under the protocol, with a GPAW version, and not a duplicate of one in ``seen``
+    (hash -> file name and index where it was first found)."""
     for i, atoms in enumerate(structures):
-        where = f"{directory / STRUCTURES_FILE} structure {i}"
+        where = f"{path} structure {i}"
         try:
             labelled(atoms, where)
         except DatasetError as exc:
@@ -185,19 +193,52 @@ def validate(system: str, root: Path | None = None) -> ValidationReport:
             report.problems.append(f"{where}: no gpaw_version recorded")
         key = structure_hash(atoms)
         if key in seen:
-            report.problems.append(f"{where}: duplicate of structure {seen[key]}")
-        seen.setdefault(key, i)
+            file, j = seen[key]
+            same = file == path.name
+            report.problems.append(f"{where}: duplicate of {'' if same else file + ' '}structure {j}"
+                                   + ("" if same else " (a validation structure must not be a training structure)"))
+        seen.setdefault(key, (path.name, i))
+
+
+def _check_counts(where: Path, counts: dict | None, structures: list[Atoms], report: ValidationReport,
+                  prefix: str = "counts") -> None:
+    for name, value in count_summary(structures).items():
+        stored = (counts or {}).get(name)
+        if stored != value:
+            report.problems.append(f"{where}: {prefix}.{name} is {stored!r}, file has {value!r}")
+
+
+def validate(system: str, root: Path | None = None) -> ValidationReport:
+    """Every structure parses, is labelled with finite values under the protocol, is unique,
+    and the card's counts match the file; the same for the validation set, if there is one, whose
+    structures must also differ from every training structure."""
+    report = ValidationReport(system)
+    directory = system_dir(system, root)
+    try:
+        structures = read_structures(directory / STRUCTURES_FILE)
+    except DatasetError as exc:
+        report.problems.append(str(exc))
+        return report
+    report.n_structures = len(structures)
+    seen: dict[str, tuple[str, int]] = {}
+    _check_structures(directory / STRUCTURES_FILE, structures, report, seen)
+    validation: list[Atoms] = []
+    if (directory / VALIDATION_FILE).exists():
+        try:
+            validation = read_structures(directory / VALIDATION_FILE)
+        except DatasetError as exc:
+            report.problems.append(str(exc))
+        report.n_validation = len(validation)
+        _check_structures(directory / VALIDATION_FILE, validation, report, seen)
     try:
         card = load_card(system, root)
     except DatasetError as exc:
         report.problems.append(str(exc))
         return report
-    expected = count_summary(structures)
-    for name, value in expected.items():
-        if card.get("counts", {}).get(name) != value:
-            report.problems.append(
-                f"{directory / CARD_FILE}: counts.{name} is {card.get('counts', {}).get(name)!r}, file has {value!r}"
-            )
+    _check_counts(directory / CARD_FILE, card.get("counts"), structures, report)
+    if validation or "validation" in card:
+        _check_counts(directory / CARD_FILE, card.get("validation", {}).get("counts"), validation, report,
+                      "validation.counts")
     return report
 
 

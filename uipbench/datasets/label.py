@@ -1,4 +1,5 @@
-"""Resumable, parallel DFT labelling of planned structures under the reference protocol.
+"""Resumable, parallel DFT labelling of planned structures under the reference protocol
+(the training plan into ``structures.extxyz``, the validation plan into ``validation.extxyz``).
 
 Each structure is labelled by ``gpaw_runner.py`` in its own Debian-Python process
 (one core each, or ``mpirun -np N`` with ``mpi_ranks=N``), ``workers`` at a time.
@@ -15,7 +16,6 @@ after GPAW finished, is not computed twice.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -37,10 +37,12 @@ from .._atomic import write_json_atomic, write_text_atomic
 from .._interrupt import end_children, run_child
 from .._lock import OutputLock
 from ..paths import gpaw_python
-from .generate import BLOCK_SCHEDULE, S_HEIGHT_RANGE, VARIANTS, PlanEntry, plan
-from .io import (CARD_FILE, STRUCTURES_FILE, DatasetError, count_summary, read_structures,
-                 structure_hash, to_extxyz_text, with_results)
+from .card import CARD_WRITERS, generator_settings, write_card, write_validation_card  # noqa: F401 (re-exported)
+from .generate import PlanEntry, plan
+from .io import (STRUCTURES_FILE, VALIDATION_FILE, DatasetError, read_structures, structure_hash, to_extxyz_text,
+                 with_results)
 from .protocol import PROTOCOL_V1, ReferenceProtocol, system_metal
+from .validation import ValidationEntry, validation_generator_settings, validation_plan
 
 GPAW_PYTHON = gpaw_python()
 RUNNER = Path(__file__).with_name("gpaw_runner.py")
@@ -229,59 +231,10 @@ def append_structures(path: Path, new: list[Atoms]) -> list[Atoms]:
     return structures
 
 
-def _metal_or_name(system: str) -> str:
-    try:
-        return system_metal(system)
-    except ValueError:  # a custom system (tests, user data)
-        return system
-
-
-def write_card(directory: Path, system: str, structures: list[Atoms], protocol: ReferenceProtocol,
-               generator: dict) -> dict:
-    timed = [a for a in structures if "label_seconds" in a.info]
-    seconds = [float(a.info["label_seconds"]) for a in timed]
-    cores = sorted({int(a.info.get("label_cores", 1)) for a in timed}) or [1]
-    versions = sorted({str(a.info.get("gpaw_version")) for a in structures})
-    card = {
-        "system": system,
-        "description": f"S adatoms, S–S dimers and small S clusters on {_metal_or_name(system)}(111), "
-                       "3-layer slabs, labelled with DFT by uipbench's own pipeline",
-        "protocol": protocol.to_dict(),
-        "generator": generator,
-        "counts": count_summary(structures),
-        "labelling": {
-            "median_minutes_per_structure": round(float(np.median(seconds)) / 60.0, 2) if seconds else None,
-            "total_core_hours": round(sum(float(a.info["label_seconds"]) * int(a.info.get("label_cores", 1))
-                                          for a in timed) / 3600.0, 2),
-            "cores_per_structure": cores[0] if len(cores) == 1 else cores,
-        },
-        "provenance": {
-            "code": "GPAW",
-            "gpaw_versions": versions,
-            "generated_by": "uipbench dataset build",
-            "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        },
-        "files": {"structures": STRUCTURES_FILE},
-    }
-    write_json_atomic(directory / CARD_FILE, card)
-    return card
-
-
-def generator_settings(seed: int, relaxer_name: str | None) -> dict:
-    return {
-        "module": "uipbench.datasets.generate",
-        "seed": seed,
-        "block_schedule": [list(b) for b in BLOCK_SCHEDULE],
-        "variants": list(VARIANTS),
-        "distorted_s_height_range_angstrom": list(S_HEIGHT_RANGE),
-        "relaxer": relaxer_name,
-    }
-
-
-def _pending(entries: list[PlanEntry], done: set, relaxer: Relaxer | None,
-             report: BuildReport) -> list[PlanEntry]:
+def _pending(entries: list[PlanEntry | ValidationEntry], done: set, relaxer: Relaxer | None,
+             report: BuildReport) -> list[PlanEntry | ValidationEntry]:
     """The entries still to label (each plan id once), counting the skipped and deferred ones."""
-    pending: dict[str, PlanEntry] = {}
+    pending: dict[str, PlanEntry | ValidationEntry] = {}
     for entry in entries:
         if entry.plan_id in done:
             report.skipped_existing += 1
@@ -295,19 +248,25 @@ def _pending(entries: list[PlanEntry], done: set, relaxer: Relaxer | None,
     return list(pending.values())
 
 
-def label_entries(entries: Iterable[PlanEntry], directory: Path, system: str, *, workers: int = 2,
-                  protocol: ReferenceProtocol = PROTOCOL_V1, relaxer: Relaxer | None = None,
+def label_entries(entries: Iterable[PlanEntry | ValidationEntry], directory: Path, system: str, *,
+                  workers: int = 2, protocol: ReferenceProtocol = PROTOCOL_V1, relaxer: Relaxer | None = None,
                   relaxer_name: str | None = None, seed: int = 0, python: str = GPAW_PYTHON,
-                  progress: bool = True, executor: Executor | None = None, mpi_ranks: int = 1) -> BuildReport:
-    """Label the entries not yet in ``directory/structures.extxyz``.
+                  progress: bool = True, executor: Executor | None = None, mpi_ranks: int = 1,
+                  dataset_file: str = STRUCTURES_FILE, generator: dict | None = None) -> BuildReport:
+    """Label the entries not yet in ``directory/<dataset_file>`` (``structures.extxyz``, or
+    ``validation.extxyz`` for the validation set, whose card section is written instead).
 
     ``executor``: where the labelling tasks run (default: ``workers`` local threads, each
     driving one GPAW process).  On a thread pool the relaxation of a 'relaxed' variant runs
     inside its task; on any other executor the driver relaxes it (the relaxation backbone
     lives here) and then submits its DFT.  ``mpi_ranks``: cores (MPI ranks) per structure.
+    ``generator``: the card's generator settings (default: the training plan's).
     """
+    if dataset_file not in CARD_WRITERS:
+        raise ValueError(f"cannot label into {dataset_file!r}; choose from {', '.join(CARD_WRITERS)}")
+    card_writer = CARD_WRITERS[dataset_file]
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / STRUCTURES_FILE
+    path = directory / dataset_file
     existing = read_structures(path) if path.exists() else []
     done = {a.info.get("plan_id") for a in existing}
     entries = list(entries)
@@ -318,7 +277,7 @@ def label_entries(entries: Iterable[PlanEntry], directory: Path, system: str, *,
     tasks = [LabelTask(e.plan_id, e.atoms, protocol, scratch, settings,
                        relaxer if e.needs_relaxation else None, relaxer_name if e.needs_relaxation else None)
              for e in pending]
-    generator = generator_settings(seed, relaxer_name)
+    generator = generator if generator is not None else generator_settings(seed, relaxer_name)
 
     def take(record: LabelRecord) -> None:
         """The driver's one write path: each plan id taken once, appended atomically."""
@@ -330,7 +289,7 @@ def label_entries(entries: Iterable[PlanEntry], directory: Path, system: str, *,
         else:
             atoms = labelled_structure(record.atoms, record.result(), protocol, record.cores)
             existing = append_structures(path, [atoms])
-            write_card(directory, system, existing, protocol, generator)
+            card_writer(directory, system, existing, protocol, generator)
             done.add(record.plan_id)
             report.labelled += 1
             report.seconds.append(float(atoms.info["label_seconds"]))
@@ -343,7 +302,7 @@ def label_entries(entries: Iterable[PlanEntry], directory: Path, system: str, *,
         _run_tasks(tasks, executor, take, bar.update, stack)
     bar.close()
     if existing and not report.labelled:
-        write_card(directory, system, existing, protocol, generator)
+        card_writer(directory, system, existing, protocol, generator)
     return report
 
 
@@ -385,6 +344,43 @@ def _run_tasks(tasks: list[LabelTask], executor: Executor, take: Callable[[Label
         raise
 
 
+def _check_build(system: str, n: int, root: Path | None, resume: bool, dataset_file: str,
+                 mpi_ranks: int) -> tuple[Path, LabelSettings]:
+    """Bad input fails here, before any work: the system, ``n``, the MPI ranks, an existing file without
+    ``resume``, and GPAW missing.  Returns the system's folder and the labelling settings."""
+    from .io import system_dir
+
+    system_metal(system)  # unknown names fail here, before any work
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
+    settings = LabelSettings(mpi_ranks=mpi_ranks)
+    directory = system_dir(system, root)
+    path = directory / dataset_file
+    if path.exists() and path.stat().st_size and not resume:
+        count = len(read_structures(path))
+        raise DatasetError(f"{path} already holds {count} structures; pass --resume to extend it")
+    ok, why = gpaw_available()
+    if not ok:
+        raise LabellingError(why)
+    return directory, settings
+
+
+def _label_locked(entries: list, directory: Path, system: str, command: str, workers: int | None,
+                  executor: "ExecutorSpec | None", settings: LabelSettings, **options) -> BuildReport:
+    """Label ``entries`` under the folder's lock (one build per dataset folder: the training and the
+    validation build share its card), on local GPAW processes or the executor's workers."""
+    with OutputLock(directory, command=command):
+        if executor is None or executor.kind == "local":
+            workers = (executor.workers if executor is not None else workers) or os.cpu_count() or 1
+            return label_entries(entries, directory, system, workers=workers, mpi_ranks=settings.mpi_ranks,
+                                 **options)
+        from ..executors import open_executor
+
+        with open_executor(executor, task_cores=settings.mpi_ranks) as pool:
+            return label_entries(entries, directory, system, executor=pool, mpi_ranks=settings.mpi_ranks,
+                                 **options)
+
+
 def build_dataset(system: str, n: int, *, root: Path | None = None, resume: bool = False, workers: int | None = None,
                   seed: int = 0, relaxer: Relaxer | None = None, relaxer_name: str | None = None,
                   protocol: ReferenceProtocol = PROTOCOL_V1, progress: bool = True,
@@ -395,28 +391,26 @@ def build_dataset(system: str, n: int, *, root: Path | None = None, resume: bool
     local spec: ``workers`` (or the spec's workers) local GPAW processes at a time, as always;
     a Dask spec: one task per structure on the Dask workers, each asking for ``mpi_ranks`` cores.
     """
-    from .io import system_dir
+    directory, settings = _check_build(system, n, root, resume, STRUCTURES_FILE, mpi_ranks)
+    return _label_locked(plan(system, n, seed, protocol), directory, system, f"uipbench dataset build {system} --n {n}",
+                         workers, executor, settings, protocol=protocol, relaxer=relaxer, relaxer_name=relaxer_name,
+                         seed=seed, progress=progress)
 
-    system_metal(system)  # unknown names fail here, before any work
-    if n < 1:
-        raise ValueError(f"--n must be at least 1, got {n}")
-    settings = LabelSettings(mpi_ranks=mpi_ranks)  # bad ranks fail before any work
-    directory = system_dir(system, root)
-    path = directory / STRUCTURES_FILE
-    if path.exists() and path.stat().st_size and not resume:
-        count = len(read_structures(path))
-        raise DatasetError(f"{path} already holds {count} structures; pass --resume to extend it")
-    ok, why = gpaw_available()
-    if not ok:
-        raise LabellingError(why)
-    entries = plan(system, n, seed, protocol)
-    options = dict(protocol=protocol, relaxer=relaxer, relaxer_name=relaxer_name, seed=seed, progress=progress,
-                   mpi_ranks=settings.mpi_ranks)
-    with OutputLock(directory, command=f"uipbench dataset build {system} --n {n}"):  # one build per dataset
-        if executor is None or executor.kind == "local":
-            workers = (executor.workers if executor is not None else workers) or os.cpu_count() or 1
-            return label_entries(entries, directory, system, workers=workers, **options)
-        from ..executors import open_executor
 
-        with open_executor(executor, task_cores=settings.mpi_ranks) as pool:
-            return label_entries(entries, directory, system, executor=pool, **options)
+def build_validation(system: str, n: int, *, root: Path | None = None, resume: bool = False,
+                     workers: int | None = None, seed: int = 0, relaxed: bool = False,
+                     relaxer: Relaxer | None = None, relaxer_name: str | None = None,
+                     protocol: ReferenceProtocol = PROTOCOL_V1, progress: bool = True,
+                     executor: "ExecutorSpec | None" = None, mpi_ranks: int = 1) -> BuildReport:
+    """Label the first ``n`` entries of the validation plan of ``system`` into ``validation.extxyz``
+    (:mod:`uipbench.datasets.validation`); the card gets its ``validation`` section.
+
+    ``relaxed``: the plan's relaxed variant (each entry relaxed by ``relaxer`` before its DFT; without a
+    relaxer they are deferred, as in :func:`build_dataset`).  Otherwise as :func:`build_dataset`.
+    """
+    directory, settings = _check_build(system, n, root, resume, VALIDATION_FILE, mpi_ranks)
+    entries = validation_plan(system, n, seed, protocol, relaxed=relaxed)
+    return _label_locked(entries, directory, system, f"uipbench dataset build-validation {system} --n {n}",
+                         workers, executor, settings, protocol=protocol, relaxer=relaxer,
+                         relaxer_name=relaxer_name, seed=seed, progress=progress, dataset_file=VALIDATION_FILE,
+                         generator=validation_generator_settings(seed, relaxed, relaxer_name))

@@ -12,8 +12,8 @@ from ase import Atoms
 
 from ..adapters.registry import load_backbone
 from ..cache import EmbeddingCache, cached_embed
-from ..datasets.io import STRUCTURES_FILE, available_systems, describe_systems, group_key, load, system_dir, \
-    train_test_split
+from ..datasets.io import (STRUCTURES_FILE, VALIDATION_FILE, available_systems, describe_systems, group_key, load,
+                           load_validation, system_dir, train_test_split)
 from ..datasets.protocol import SYSTEMS
 from .metrics import count_s_s_pairs
 
@@ -22,13 +22,15 @@ POOLED = "all"
 
 @dataclass
 class SystemData:
-    """Reference (DFT) data of one system, or of all systems pooled."""
+    """Reference (DFT) data of one system, or of all systems pooled; ``validation``: its independent
+    validation set (the members' ``validation.extxyz``, pooled likewise), scored on, never fitted on."""
 
     name: str
     structures: list[Atoms]
     members: list[str]  # the shipped systems it is made of
     system_of: list[str]  # per structure
     file_sha256: dict[str, str] = field(default_factory=dict)
+    validation: SystemData | None = None
 
     def __post_init__(self) -> None:
         self.energy = np.array([a.get_potential_energy() for a in self.structures])
@@ -94,6 +96,7 @@ def load_systems(names: list[str], root: Path | None = None, skip_small: int | N
     """The named systems (``all`` pools every shipped system); unknown names are a clear error.
 
     ``skip_small``: leave out (with a warning) shipped systems with fewer labelled structures.
+    Each system carries its validation set where its members have one (:func:`validation_data`).
     """
     present = available_systems(root)
     unknown = [n for n in names if n != POOLED and n not in SYSTEMS and n not in present]
@@ -111,6 +114,9 @@ def load_systems(names: list[str], root: Path | None = None, skip_small: int | N
         names = [n for n in names if n == POOLED or n in loaded]
     protocols = {s: protocol_of(s, loaded[s], root) for s in members if loaded[s]}
     shas = {s: file_sha256(system_dir(s, root) / STRUCTURES_FILE) for s in members}
+    validation = {s: load_validation(s, root) for s in members}
+    for s in members:
+        _check_validation_protocol(s, validation[s], protocols.get(s), root)
     out = {}
     for name in names:
         parts = [m for m in members if loaded[m]] if name == POOLED else [name]
@@ -125,8 +131,32 @@ def load_systems(names: list[str], root: Path | None = None, skip_small: int | N
         if not structures:
             raise ValueError(f"system {name} has no labelled structures")
         out[name] = SystemData(name, structures, parts, [p for p in parts for _ in loaded[p]],
-                               {p: shas[p] for p in parts})
+                               {p: shas[p] for p in parts}, validation_data(name, parts, validation, root))
     return out
+
+
+def _check_validation_protocol(system: str, structures: list[Atoms], protocol: str | None,
+                               root: Path | None) -> None:
+    """A validation set labelled with another protocol than its system's training data cannot score it."""
+    if not structures:
+        return
+    found = Counter(str(a.info.get("protocol", "unknown")) for a in structures)
+    if protocol is not None and set(found) != {protocol}:
+        path = system_dir(system, root) / VALIDATION_FILE
+        raise MixedProtocolError(f"{path}: the validation set of {system} is labelled with "
+                                 f"{', '.join(sorted(found))}, its training data with {protocol}; energies of "
+                                 f"different protocols do not compare")
+
+
+def validation_data(name: str, parts: list[str], validation: dict[str, list[Atoms]],
+                    root: Path | None = None) -> SystemData | None:
+    """The validation set of system ``name`` made of ``parts`` (each member's own, pooled); None without one."""
+    having = [p for p in parts if validation.get(p)]
+    if not having:
+        return None
+    return SystemData(name, [a for p in having for a in validation[p]], having,
+                      [p for p in having for _ in validation[p]],
+                      {p: file_sha256(system_dir(p, root) / VALIDATION_FILE) for p in having})
 
 
 @dataclass
@@ -142,12 +172,12 @@ class BackboneView:
 
 def embed_systems(backbone_name: str, systems: dict[str, SystemData], cache: EmbeddingCache | None = None,
                   trust_unpinned_weights: bool = False) -> BackboneView:
-    """Embed every distinct structure once (cache first, then one worker call)."""
+    """Embed every distinct structure, validation structures included, once (cache first, then one worker call)."""
     from ..datasets.io import structure_hash
 
     unique: dict[str, Atoms] = {}
     for data in systems.values():
-        for atoms in data.structures:
+        for atoms in [*data.structures, *(data.validation.structures if data.validation is not None else [])]:
             unique.setdefault(structure_hash(atoms), atoms)
     keys = list(unique)
     backbone = load_backbone(backbone_name, trust_unpinned_weights=trust_unpinned_weights)

@@ -1,10 +1,14 @@
 """The results of a sweep on disk: schema, the one reader and writer, completeness and staleness.
 
 A run folder holds ``results.csv`` (tidy: one row per backbone, system, model, descriptor,
-aggregation, training size, seed and metric), ``predictions.csv`` (one row per held-out
+aggregation, training size, seed, evaluation and metric), ``predictions.csv`` (one row per held-out
 structure of every cell), ``metadata.json`` (provenance) and ``manifest.json``, written last,
 with the row count and sha256 of both tables.  A table that differs from its manifest was cut
 short or edited: its cells are then checked one by one, and only complete cells count as done.
+
+``evaluation`` says what a cell is scored on: ``split`` (a random split of the training data) or
+``validation`` (trained on all of it, scored on the system's independent validation set).  Files of
+an older uipbench have no such column: their rows are ``split`` rows, read as such.
 """
 from __future__ import annotations
 
@@ -24,11 +28,14 @@ if TYPE_CHECKING:
 __all__ = ["NONE", "KEY_COLUMNS", "RESULT_COLUMNS", "RESULTS_FILE", "PREDICTIONS_FILE", "METADATA_FILE",
            "MANIFEST_FILE", "RESULTS_SCHEMA", "LML", "MAE", "ResultsError", "RunResults", "tidy", "cell_key",
            "finished_cells", "load_run", "read_results", "write_results", "delta_params", "stale_reason",
-           "largest_sizes", "at_largest_size"]
+           "largest_sizes", "at_largest_size", "EVALUATION", "SPLIT", "VALIDATION", "with_evaluation",
+           "split_rows", "validation_rows", "stale_validation", "validation_shas"]
 
 #: descriptor and aggregation of a cell that has none (the raw backbone)
 NONE = "-"
-KEY_COLUMNS = ["backbone", "system", "model", "descriptor", "aggregation", "train_size", "seed"]
+#: what a cell is scored on: a random split of the training data, or the independent validation set
+EVALUATION, SPLIT, VALIDATION = "evaluation", "split", "validation"
+KEY_COLUMNS = ["backbone", "system", "model", "descriptor", "aggregation", "train_size", "seed", EVALUATION]
 RESULT_COLUMNS = [*KEY_COLUMNS, "metric", "value", "note"]
 RESULTS_FILE, PREDICTIONS_FILE, METADATA_FILE = "results.csv", "predictions.csv", "metadata.json"
 MANIFEST_FILE = "manifest.json"
@@ -58,11 +65,34 @@ def cell_key(*parts: Any) -> tuple[str, ...]:
     return tuple(str(p) for p in parts)
 
 
+def with_evaluation(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with an ``evaluation`` column (``split`` where a table of an older uipbench has none)."""
+    if EVALUATION in table.columns:
+        return table
+    table = table.copy()
+    at = table.columns.get_loc("seed") + 1 if "seed" in table.columns else len(table.columns)
+    table.insert(at, EVALUATION, SPLIT)  # where the writer puts it: after the other key columns
+    return table
+
+
+def split_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows scored on random splits of the training data (every row of an older table)."""
+    table = with_evaluation(table)
+    return table[table[EVALUATION] == SPLIT]
+
+
+def validation_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows trained on all training data and scored on the validation set."""
+    table = with_evaluation(table)
+    return table[table[EVALUATION] == VALIDATION]
+
+
 def tidy(results: pd.DataFrame) -> pd.DataFrame:
-    """Column types of a results table (values float, sizes and seeds int, notes str)."""
+    """Column types of a results table (values float, sizes and seeds int, notes str; ``evaluation``
+    filled in where an older table has none)."""
     import pandas as pd
 
-    results = results.copy()
+    results = with_evaluation(results).copy()
     results["value"] = pd.to_numeric(results["value"], errors="coerce").astype(float)
     results["train_size"] = results["train_size"].astype(int)
     results["seed"] = results["seed"].astype(int)
@@ -137,12 +167,13 @@ def load_run(run: str | Path, missing_ok: bool = False) -> RunResults:
     if not raw[RESULTS_FILE].strip():
         raise ResultsError(f"{path}: results file is empty (a corrupt results file; remove it to start over)")
     results = _parse(path, raw[RESULTS_FILE], not vouched, keep_default_na=False, na_values=[""])
+    results = with_evaluation(results)  # an older file: every row a split row
     missing = set(RESULT_COLUMNS) - set(results.columns)
     if missing:
         raise ResultsError(f"{path}: not a sweep results table (missing columns {sorted(missing)})")
     preds = pd.DataFrame()
     if raw.get(PREDICTIONS_FILE, b"").strip():
-        preds = _parse(run / PREDICTIONS_FILE, raw[PREDICTIONS_FILE], not vouched)
+        preds = with_evaluation(_parse(run / PREDICTIONS_FILE, raw[PREDICTIONS_FILE], not vouched))
     try:
         results = tidy(results)
     except (ValueError, TypeError) as exc:
@@ -179,6 +210,8 @@ def finished_cells(results: pd.DataFrame, predictions: pd.DataFrame | None = Non
     """
     if results.empty:
         return frozenset()
+    results = with_evaluation(results)
+    predictions = with_evaluation(predictions) if predictions is not None and not predictions.empty else predictions
     counts = _prediction_counts(predictions)
     done = []
     for key, part in results.groupby(KEY_COLUMNS, sort=False):
@@ -248,6 +281,28 @@ def stale_reason(out: Path, systems: Mapping[str, Any], gpr: dict[str, Any]) -> 
     if meta.get("results_schema", 1) != RESULTS_SCHEMA:
         reasons.append(f"results of an older uipbench (schema {meta.get('results_schema', 1)}, now {RESULTS_SCHEMA})")
     return ", ".join(reasons) or None
+
+
+def validation_shas(systems: Mapping[str, Any]) -> dict[str, str]:
+    """sha256 of the validation file of every member system that has one (``systems``: SystemData by name)."""
+    return {m: sha for s in systems.values() if getattr(s, "validation", None) is not None
+            for m, sha in s.validation.file_sha256.items()}
+
+
+def stale_validation(out: Path, systems: Mapping[str, Any]) -> str | None:
+    """Why the validation cells in ``out`` were scored on other validation sets than ``systems`` now have
+    (None when they were not, or when there are no stored results): those cells alone are recomputed."""
+    meta_path = Path(out) / METADATA_FILE
+    if not (Path(out) / RESULTS_FILE).exists() or not meta_path.exists():
+        return None
+    try:
+        stored = json.loads(meta_path.read_text()).get("data", {})
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return f"unreadable {meta_path.name}"
+    now = validation_shas(systems)
+    before = {m: v["validation"]["sha256"] for m, v in stored.items() if isinstance(v.get("validation"), dict)}
+    changed = sorted(m for m in set(now) | set(before) if now.get(m) != before.get(m))
+    return f"validation set of {', '.join(changed)} changed" if changed else None
 
 
 def largest_sizes(results: pd.DataFrame) -> pd.Series:

@@ -5,9 +5,13 @@ in the backbone's environment); the Δ-fits run here, in the core environment, a
 task per (backbone, descriptor, system) handed to a ``concurrent.futures``-style
 executor (local processes by default; a Dask or submitit executor works the same).
 Results are a tidy table — one row per backbone, system, model, descriptor,
-aggregation, training size, seed and metric — plus per-structure predictions, both
+aggregation, training size, seed, evaluation and metric — plus per-structure predictions, both
 rewritten atomically after every finished task, so a resumed sweep skips every
 finished cell.
+
+Where a system has a validation set (``datasets/<system>/validation.extxyz``), every Δ configuration
+and the raw backbone are also trained on all its training structures and scored on the validation
+structures (``evaluation = "validation"``, one cell each, seed 0); the validation set is never fitted on.
 """
 from __future__ import annotations
 
@@ -32,8 +36,8 @@ from . import metrics as M
 from .data import POOLED, BackboneView, SystemData, embed_systems, load_systems
 from .defaults import AGGREGATIONS, DEFAULT_SEEDS, DEFAULT_SIZES, DESCRIPTORS
 from .results import (KEY_COLUMNS, LML, METADATA_FILE, NONE, PREDICTIONS_FILE, RESULT_COLUMNS,  # noqa: F401
-                      RESULTS_FILE, RESULTS_SCHEMA, cell_key, delta_params, finished_cells, load_run, stale_reason,
-                      tidy, write_results)
+                      RESULTS_FILE, RESULTS_SCHEMA, cell_key, delta_params, finished_cells, load_run, split_rows,
+                      stale_reason, stale_validation, tidy, validation_rows, write_results)
 from .tasks import Task, TaskResult, run_task
 
 #: a default sweep leaves out systems with fewer labelled structures (named systems are always run)
@@ -107,13 +111,22 @@ def _metadata(config: SweepConfig, systems: dict[str, SystemData], views: dict[s
                      **{p: md.version(p) for p in ("numpy", "scipy", "scikit-learn", "pandas", "ase")}},
         "protocol": protocol,
         "data": {m: {"sha256": systems_sha(systems, m), "structures": count[m], "protocol": sorted(protocols[m]),
-                     "root": str(root) if root is not None else "shipped"}
+                     "root": str(root) if root is not None else "shipped", **_validation_metadata(systems, m)}
                  for m in members},
         "backbones": {name: {"card": str(get_card(name).path.name), "metadata": view.metadata}
                       for name, view in views.items()},
         "delta_params": delta_params(config.gpr),
         "results_schema": RESULTS_SCHEMA,
     }
+
+
+def _validation_metadata(systems: dict[str, SystemData], member: str) -> dict:
+    """``{"validation": {sha256, structures}}`` of a member with a validation set, else ``{}``."""
+    for s in systems.values():
+        v = s.validation
+        if v is not None and member in v.file_sha256:
+            return {"validation": {"sha256": v.file_sha256[member], "structures": v.system_of.count(member)}}
+    return {}
 
 
 def systems_sha(systems: dict[str, SystemData], member: str) -> str:
@@ -213,11 +226,17 @@ def _resume(out: Path | None, data: dict[str, SystemData], config: SweepConfig) 
                       stacklevel=3)
         for name in (RESULTS_FILE, PREDICTIONS_FILE):
             (out / name).unlink(missing_ok=True)
+    changed = stale_validation(out, data)
     loaded = load_run(out, missing_ok=True)
     if loaded.partial and not loaded.results.empty:
         warnings.warn(f"{out / RESULTS_FILE}: {loaded.partial}; every cell is checked for completeness and "
                       f"incomplete cells are recomputed", stacklevel=3)
-    return loaded.results, loaded.predictions
+    results, preds = loaded.results, loaded.predictions
+    if changed and not validation_rows(results).empty:  # written at once: the new metadata must not vouch for them
+        warnings.warn(f"{out}: {changed}; its validation cells are recomputed", stacklevel=3)
+        results, preds = split_rows(results).reset_index(drop=True), split_rows(preds).reset_index(drop=True)
+        write_results(out, results, preds)
+    return results, preds
 
 
 def _keep_finished(out: Path | None, results: pd.DataFrame, preds: pd.DataFrame,
@@ -245,27 +264,39 @@ def _in(table: pd.DataFrame, cells: frozenset[tuple]) -> np.ndarray:
     return np.fromiter((k in cells for k in keys), dtype=bool, count=len(table))
 
 
+def _scored(d: SystemData) -> SystemData:
+    """The structures a task of ``d`` holds: its training structures, then its validation structures."""
+    if d.validation is None:
+        return d
+    v = d.validation
+    return SystemData(d.name, [*d.structures, *v.structures], d.members, [*d.system_of, *v.system_of],
+                      d.file_sha256)
+
+
 def _tasks(config: SweepConfig, data: dict[str, SystemData], views: dict[str, BackboneView],
            splits: dict, sizes_of: dict[str, list[int]]) -> list[Task]:
+    scored = {name: _scored(d) for name, d in data.items()}
     soap: dict[str, list[np.ndarray]] = {}
     if "soap" in config.descriptors:
         from .descriptors import soap_features
 
-        species = sorted({s for d in data.values() for a in d.structures for s in a.get_chemical_symbols()})
-        soap = {name: soap_features(d.structures, species) for name, d in data.items()}
+        species = sorted({s for d in scored.values() for a in d.structures for s in a.get_chemical_symbols()})
+        soap = {name: soap_features(d.structures, species) for name, d in scored.items()}
     measured = M.metrics()
     tasks = []
     for backbone in config.backbones:
         view = views[backbone]
         for descriptor in config.descriptors:
-            for name, d in data.items():
+            for name, d in scored.items():
+                n_train = len(data[name])
+                validation = (list(range(n_train)), list(range(n_train, len(d)))) if len(d) > n_train else None
                 keys = [structure_hash(a) for a in d.structures]
                 tasks.append(Task(
                     backbone, descriptor, name, d.system_of, d.ids, d.energy, d.forces, d.n_atoms, d.groups,
                     d.n_ss_pairs, np.array([view.energy[k] for k in keys]), [view.forces[k] for k in keys],
                     [view.embedding[k] for k in keys] if descriptor == "embedding" else soap[name],
                     [a.numbers.astype(np.int64) for a in d.structures], splits[name], sizes_of[name],
-                    config.aggregations, config.gpr, metrics=measured))
+                    config.aggregations, config.gpr, metrics=measured, validation=validation))
     return tasks
 
 

@@ -16,7 +16,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import metrics as M
-from .results import NONE, cell_key
+from .results import NONE, SPLIT, VALIDATION, cell_key
+
+#: the one seed of a validation cell (its training set is all the data; the seed only drives the GPR's RNG)
+VALIDATION_SEED = 0
 
 
 @dataclass
@@ -43,12 +46,25 @@ class Task:
     gpr: dict[str, Any]
     done: frozenset[tuple] = frozenset()
     metrics: tuple[M.Metric, ...] = field(default_factory=M.metrics)
+    #: (every training index, the validation indices) into the arrays; None: no validation set
+    validation: tuple[list[int], list[int]] | None = None
 
-    def raw_key(self, size: int, seed: int) -> tuple[str, ...]:
-        return cell_key(self.backbone, self.system, "raw", NONE, NONE, size, seed)
+    def raw_key(self, size: int, seed: int, evaluation: str = SPLIT) -> tuple[str, ...]:
+        return cell_key(self.backbone, self.system, "raw", NONE, NONE, size, seed, evaluation)
 
-    def delta_key(self, aggregation: str, size: int, seed: int) -> tuple[str, ...]:
-        return cell_key(self.backbone, self.system, "delta", self.descriptor, aggregation, size, seed)
+    def delta_key(self, aggregation: str, size: int, seed: int, evaluation: str = SPLIT) -> tuple[str, ...]:
+        return cell_key(self.backbone, self.system, "delta", self.descriptor, aggregation, size, seed, evaluation)
+
+    def evaluations(self) -> list[tuple[str, int, list[int], list[int]]]:
+        """(evaluation, seed, training order, scored indices) of every split, then of the validation set."""
+        out = [(SPLIT, seed, train, test) for seed, (train, test) in self.splits.items()]
+        if self.validation is not None:
+            out.append((VALIDATION, VALIDATION_SEED, *self.validation))
+        return out
+
+    def sizes_for(self, evaluation: str, train: list[int]) -> list[int]:
+        """The training sizes of an evaluation: the sweep's sizes on a split, all of them on the validation set."""
+        return self.sizes if evaluation == SPLIT else [len(train)]
 
     def has_forces(self, test: list[int]) -> bool:
         return all(self.forces_backbone[i] is not None for i in test)
@@ -61,12 +77,12 @@ class Task:
             return frozenset(n for n, m in names.items() if m.applies(model, forces))
 
         out = {}
-        for seed, (_, test) in self.splits.items():
-            for size in self.sizes:
+        for evaluation, seed, train, test in self.evaluations():
+            for size in self.sizes_for(evaluation, train):
                 if self.descriptor == "embedding":
-                    out[self.raw_key(size, seed)] = expected("raw", self.has_forces(test))
+                    out[self.raw_key(size, seed, evaluation)] = expected("raw", self.has_forces(test))
                 for aggregation in self.aggregations:
-                    out[self.delta_key(aggregation, size, seed)] = expected("delta", False)
+                    out[self.delta_key(aggregation, size, seed, evaluation)] = expected("delta", False)
         return out
 
     def finished(self) -> bool:
@@ -91,9 +107,10 @@ def _note(exc: BaseException) -> str:
     return re.sub(r"\s*[\r\n]+\s*", " ", str(exc))[:300]
 
 
-def _base(task: Task, model: str, descriptor: str, aggregation: str, size: int, seed: int) -> dict:
+def _base(task: Task, model: str, descriptor: str, aggregation: str, size: int, seed: int,
+          evaluation: str = SPLIT) -> dict:
     return dict(backbone=task.backbone, system=task.system, model=model, descriptor=descriptor,
-                aggregation=aggregation, train_size=size, seed=seed)
+                aggregation=aggregation, train_size=size, seed=seed, evaluation=evaluation)
 
 
 def _score(task: Task, base: dict, test: list[int], predicted: np.ndarray, std: np.ndarray | None,
@@ -129,13 +146,14 @@ def _fit_error(base: dict, exc: BaseException, out: TaskResult) -> None:
     out.rows.append({**base, "metric": M.FIT_ERROR, "value": np.nan, "note": _note(exc)})
 
 
-def _raw_cell(task: Task, size: int, seed: int, train: list[int], test: list[int], out: TaskResult) -> None:
+def _raw_cell(task: Task, size: int, seed: int, train: list[int], test: list[int], out: TaskResult,
+              evaluation: str = SPLIT) -> None:
     """The raw backbone after the per-species offset fitted on the same training structures."""
     from ..delta.offset import offset_prediction
 
     residual = task.energy_ref[train] - task.energy_backbone[train]
     options = {k: task.gpr[k] for k in ("offset", "prior_mean") if k in task.gpr}
-    base = _base(task, "raw", NONE, NONE, size, seed)
+    base = _base(task, "raw", NONE, NONE, size, seed, evaluation)
     try:
         raw = task.energy_backbone[test] + offset_prediction(
             [task.numbers[i] for i in train], residual, [task.numbers[i] for i in test], **options)
@@ -146,12 +164,12 @@ def _raw_cell(task: Task, size: int, seed: int, train: list[int], test: list[int
 
 
 def _delta_cell(task: Task, aggregation: str, size: int, seed: int, train: list[int], test: list[int],
-                out: TaskResult) -> None:
+                out: TaskResult, evaluation: str = SPLIT) -> None:
     """A Δ-GPR on the task's descriptor; the warnings of the fit are recorded, not hidden."""
     from ..delta import DeltaGPR, DeltaModelError
 
     X = list(zip(task.features, task.numbers))
-    base = _base(task, "delta", task.descriptor, aggregation, size, seed)
+    base = _base(task, "delta", task.descriptor, aggregation, size, seed, evaluation)
     model = DeltaGPR(aggregation, random_state=seed, **task.gpr)
     with _recorded_warnings() as caught:
         try:
@@ -170,15 +188,16 @@ def run_task(task: Task) -> TaskResult:
     """Fit and score every (aggregation, size, seed) cell of one task that is not done yet.
 
     An embedding task also scores the raw backbone (after the per-species offset fitted on the
-    same training structures), once per (size, seed).
+    same training structures), once per (size, seed).  The validation cells (where the task has a
+    validation set) train on every training structure and score on the validation structures.
     """
     out = TaskResult()
-    for seed, (train_order, test) in task.splits.items():
-        for size in task.sizes:
+    for evaluation, seed, train_order, test in task.evaluations():
+        for size in task.sizes_for(evaluation, train_order):
             train = train_order[:size]
-            if task.descriptor == "embedding" and task.raw_key(size, seed) not in task.done:
-                _raw_cell(task, size, seed, train, test, out)
+            if task.descriptor == "embedding" and task.raw_key(size, seed, evaluation) not in task.done:
+                _raw_cell(task, size, seed, train, test, out, evaluation)
             for aggregation in task.aggregations:
-                if task.delta_key(aggregation, size, seed) not in task.done:
-                    _delta_cell(task, aggregation, size, seed, train, test, out)
+                if task.delta_key(aggregation, size, seed, evaluation) not in task.done:
+                    _delta_cell(task, aggregation, size, seed, train, test, out, evaluation)
     return out

@@ -116,7 +116,7 @@ def run_regress(baseline: str, candidate: str, systems: Sequence[str] | None = N
     """
     from .._lock import OutputLock
     from ..harness import sweep as sweep_module
-    from ..harness.results import read_results
+    from ..harness.results import read_results, split_rows
     from .report import write_regress_report
 
     _check_names(baseline, candidate)
@@ -134,6 +134,7 @@ def run_regress(baseline: str, candidate: str, systems: Sequence[str] | None = N
         else:
             _stored(sweep_dir, systems, datasets_root, notes)
         results, _, metadata = read_results(sweep_dir)  # both modes compare what the run folder holds
+        results = split_rows(results)  # paired over seeds: the random splits (a validation cell has one seed)
         if systems:
             results = results[results.system.isin(list(systems))]
         comparison = compare(results, baseline, candidate, seeds=seeds, where=str(sweep_dir))

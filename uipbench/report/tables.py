@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..harness.metrics import LML, MAE  # noqa: F401  (re-exported: tables are read by these names)
-from ..harness.results import NONE, largest_sizes  # noqa: F401
+from ..harness.metrics import LML, MAE, N_TEST  # noqa: F401  (re-exported: tables are read by these names)
+from ..harness.results import NONE, largest_sizes, split_rows, validation_rows  # noqa: F401
 
 
 def summarise(results: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -49,7 +49,9 @@ def _chosen_summary(choice: pd.DataFrame, backbone: str, system: str, size: int)
 def headline(results: pd.DataFrame, metric: str = MAE, descriptor: str = "embedding") -> pd.DataFrame:
     """Per backbone and system, at the largest training size: the raw error, the Δ error with the
     aggregation chosen per seed by the evidence (training data only), and, for reference, the best
-    aggregation on the test set (optimistic: chosen on the data it is scored on)."""
+    aggregation on the test set (optimistic: chosen on the data it is scored on).  Random splits only:
+    the validation cells have a table of their own (:func:`validation_table`)."""
+    results = split_rows(results)
     summary = summarise(results, metric)
     largest = largest_size(results)
     summary = summary[summary.train_size == summary.system.map(largest)]
@@ -116,4 +118,59 @@ def full_markdown(summary: pd.DataFrame) -> str:
     for r in summary.itertuples(index=False):
         lines.append(f"| {r.backbone} | {r.system} | {r.model} | {r.descriptor} | {r.aggregation} | "
                      f"{r.train_size} | {fmt(r.mean, r.std)} ({r.seeds}) |")
+    return "\n".join(lines)
+
+
+def validation_table(results: pd.DataFrame, metric: str = MAE, descriptor: str = "embedding") -> pd.DataFrame:
+    """Per backbone and system: trained on all shipped training data, scored on the validation set.
+
+    The raw backbone (after the per-species offset fitted on the training data), the Δ with the
+    aggregation of the highest evidence (training data only) and every aggregation, each with Δ/raw;
+    beside them the evidence-chosen Δ/raw on the random splits (largest size), for comparison.
+    """
+    val = validation_rows(results)
+    scores = val[(val.metric == metric) & np.isfinite(val.value)]
+    chosen = evidence_choice(val, descriptor, metric)
+    split = headline(results, metric, descriptor)
+    out = []
+    for (backbone, system), part in scores.groupby(["backbone", "system"], sort=True):
+        raw = part[part.model == "raw"]
+        delta = part[(part.model == "delta") & (part.descriptor == descriptor)]
+        if raw.empty or delta.empty:
+            continue
+        raw_mae = float(raw.value.iloc[0])
+        n_val = val[(val.backbone == backbone) & (val.system == system) & (val.model == "raw") & (val.metric == N_TEST)]
+        row = {"backbone": backbone, "system": system, "train_size": int(delta.train_size.iloc[0]),
+               "n_validation": int(n_val.value.iloc[0]) if not n_val.empty else np.nan, "raw_mean": raw_mae}
+        label, mean, _ = _chosen_summary(chosen, backbone, system, row["train_size"])
+        row.update(chosen_aggregation=label, chosen_mean=mean, ratio=_ratio(mean, raw_mae))
+        for r in delta.itertuples(index=False):
+            row[f"delta_{r.aggregation}"], row[f"ratio_{r.aggregation}"] = float(r.value), _ratio(r.value, raw_mae)
+        on_split = split[(split.backbone == backbone) & (split.system == system)] if not split.empty else split
+        row["split_ratio"] = float(on_split.ratio.iloc[0]) if len(on_split) else np.nan
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _ratio(delta: float, raw: float) -> float:
+    return float(delta) / raw if raw > 0 and np.isfinite(delta) else np.nan
+
+
+def _r(value: float) -> str:
+    return f"{value:.2f}" if np.isfinite(value) else "–"
+
+
+def validation_markdown(table: pd.DataFrame) -> str:
+    """:func:`validation_table` as markdown: one column per aggregation after the evidence-chosen Δ."""
+    aggregations = [c[len("delta_"):] for c in table.columns if c.startswith("delta_")]
+    head = ("| backbone | system | n train | n validation | raw (meV/atom) | Δ (meV/atom) | aggregation (by evidence) "
+            "| Δ / raw | Δ / raw on random splits |" + "".join(f" Δ {a} (Δ / raw) |" for a in aggregations))
+    lines = [head, "|---|---|---:|---:|---:|---:|---|---:|---:|" + "---:|" * len(aggregations)]
+    for r in table.to_dict("records"):
+        line = (f"| {r['backbone']} | {r['system']} | {r['train_size']} | {r['n_validation']} | {r['raw_mean']:.1f} | "
+                f"{fmt(r['chosen_mean'], np.nan)} | {r['chosen_aggregation'] or '–'} | {_r(r['ratio'])} | "
+                f"{_r(r['split_ratio'])} |")
+        line += "".join(f" {fmt(r.get(f'delta_{a}', np.nan), np.nan)} ({_r(r.get(f'ratio_{a}', np.nan))}) |"
+                        for a in aggregations)
+        lines.append(line)
     return "\n".join(lines)

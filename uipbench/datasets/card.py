@@ -1,0 +1,110 @@
+"""The dataset card (``card.json``) of a system: the training structures' card and its ``validation`` section.
+
+Written by the labelling driver (:mod:`uipbench.datasets.label`) after every appended structure, by an
+atomic rewrite; the training build and the validation build each rewrite their own part only.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from .._atomic import write_json_atomic
+from .generate import BLOCK_SCHEDULE, S_HEIGHT_RANGE, VARIANTS
+from .io import CARD_FILE, STRUCTURES_FILE, VALIDATION_FILE, count_summary
+from .protocol import ReferenceProtocol, system_metal
+
+
+def _metal_or_name(system: str) -> str:
+    try:
+        return system_metal(system)
+    except ValueError:  # a custom system (tests, user data)
+        return system
+
+
+def _labelling_summary(structures: list[Atoms]) -> dict:
+    timed = [a for a in structures if "label_seconds" in a.info]
+    seconds = [float(a.info["label_seconds"]) for a in timed]
+    cores = sorted({int(a.info.get("label_cores", 1)) for a in timed}) or [1]
+    return {
+        "median_minutes_per_structure": round(float(np.median(seconds)) / 60.0, 2) if seconds else None,
+        "total_core_hours": round(sum(float(a.info["label_seconds"]) * int(a.info.get("label_cores", 1))
+                                      for a in timed) / 3600.0, 2),
+        "cores_per_structure": cores[0] if len(cores) == 1 else cores,
+    }
+
+
+def _existing_card(directory: Path) -> dict:
+    try:
+        return json.loads((directory / CARD_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_card(directory: Path, system: str, structures: list[Atoms], protocol: ReferenceProtocol,
+               generator: dict) -> dict:
+    """The card of the training structures (a ``validation`` section already there is kept)."""
+    versions = sorted({str(a.info.get("gpaw_version")) for a in structures})
+    before = _existing_card(directory)
+    card = {
+        "system": system,
+        "description": f"S adatoms, S–S dimers and small S clusters on {_metal_or_name(system)}(111), "
+                       "3-layer slabs, labelled with DFT by uipbench's own pipeline",
+        "protocol": protocol.to_dict(),
+        "generator": generator,
+        "counts": count_summary(structures),
+        "labelling": _labelling_summary(structures),
+        "provenance": {
+            "code": "GPAW",
+            "gpaw_versions": versions,
+            "generated_by": "uipbench dataset build",
+            "updated": _now(),
+        },
+        "files": {"structures": STRUCTURES_FILE},
+    }
+    if "validation" in before:
+        card["validation"] = before["validation"]
+        card["files"]["validation"] = VALIDATION_FILE
+    write_json_atomic(directory / CARD_FILE, card)
+    return card
+
+
+def write_validation_card(directory: Path, system: str, structures: list[Atoms], protocol: ReferenceProtocol,
+                          generator: dict) -> dict:
+    """The card's ``validation`` section (counts, generator settings, labelling, provenance); the rest
+    of the card, written by the training build, is left as it is."""
+    card = _existing_card(directory) or {"system": system, "protocol": protocol.to_dict()}
+    card["validation"] = {
+        "purpose": "independent validation set: scored on, never fitted on or used to choose a model",
+        "protocol": protocol.name,
+        "generator": generator,
+        "counts": count_summary(structures),
+        "labelling": _labelling_summary(structures),
+        "provenance": {"code": "GPAW", "gpaw_versions": sorted({str(a.info.get("gpaw_version")) for a in structures}),
+                       "generated_by": "uipbench dataset build-validation", "updated": _now()},
+    }
+    card.setdefault("files", {})["validation"] = VALIDATION_FILE
+    write_json_atomic(directory / CARD_FILE, card)
+    return card
+
+
+#: the files a labelling run may write, each with the writer of its part of the card
+CARD_WRITERS = {STRUCTURES_FILE: write_card, VALIDATION_FILE: write_validation_card}
+
+
+def generator_settings(seed: int, relaxer_name: str | None) -> dict:
+    return {
+        "module": "uipbench.datasets.generate",
+        "seed": seed,
+        "block_schedule": [list(b) for b in BLOCK_SCHEDULE],
+        "variants": list(VARIANTS),
+        "distorted_s_height_range_angstrom": list(S_HEIGHT_RANGE),
+        "relaxer": relaxer_name,
+    }
