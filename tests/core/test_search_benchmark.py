@@ -407,3 +407,23 @@ def test_sigint_ends_the_running_children_and_cancels_the_rest(tmp_path):
         execute_runs(_plan(seeds=(0, 1, 2)), tmp_path, runner, 2, _quiet)
     assert time.perf_counter() - start < 10
     assert len(started) == 2  # two at a time; the other four were cancelled
+
+
+def test_report_only_scores_what_is_there_and_starts_nothing(tmp_path):
+    out = tmp_path / "b"
+    plan = _plan()
+    with pytest.raises(KeyboardInterrupt):  # the runs finish; Ctrl-C during the second DFT single point
+        run_benchmark(plan, out, runner=FakeRunner(), labeller=FakeLabeller(kill_at=2), log=_quiet)
+    labelled = read_labelled(out)
+    assert 1 <= len(labelled) < 3, "some but not all DFT points (the pool may have finished one more)"
+
+    def nothing(*args, **kwargs):
+        raise AssertionError("--report-only started work")
+
+    result = run_benchmark(plan, out, runner=nothing, labeller=nothing, log=_quiet, report_only=True)
+    assert result.labelled == 0 and read_labelled(out).keys() == labelled.keys()
+    statuses = {s.status for s in result.scores}
+    assert "scored" in statuses and "unlabelled" in statuses, "scored where DFT exists, the rest listed"
+    assert (out / "report.md").is_file()
+    fresh = run_benchmark(plan, tmp_path / "empty", runner=nothing, labeller=nothing, log=_quiet, report_only=True)
+    assert {o.status for o in fresh.outcomes} == {"skipped"} and not any(s.status == "scored" for s in fresh.scores)

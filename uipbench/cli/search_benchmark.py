@@ -40,7 +40,7 @@ def run_command(args: argparse.Namespace, commands: Mapping[str, argparse.Argume
     settings = BenchmarkSettings(args.budget, args.algorithm, args.rounds, args.label_per_round, args.label_top)
     plan = make_plan(args.problems, args.backbones, args.methods, args.seeds, settings)
     _check_commands(plan, args.out, commands)
-    result = run_benchmark(plan, args.out, jobs=args.jobs)
+    result = run_benchmark(plan, args.out, jobs=args.jobs, report_only=args.report_only)
     for c in result.cells:
         print(f"{c.problem} {c.backbone} {c.method}: success {c.successes}/{c.n}")
     print(f"report: {result.report} (and {result.report.with_suffix('.html')})")
@@ -71,5 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"minimum and the runner-up, for the DFT rank and the top-2 gap)")
     p.add_argument("--jobs", type=int, default=1, help="runs (and DFT single points) at a time")
     p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it holds this benchmark)")
+    p.add_argument("--report-only", action="store_true",
+                   help="start no Δ-fit, search or DFT calculation: score the finished runs with the DFT points "
+                        "labelled so far and write the report (e.g. while the DFT is still to come)")
     # every command's parser (the others are registered by the time it runs), for _check_commands
     p.set_defaults(func=functools.partial(run_command, commands=subparsers.choices), resume_hint=RESUME_HINT)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..._atomic import write_json_atomic
 from ..._lock import OutputLock
-from .collect import Candidate, RunResult, read_run
+from .collect import Candidate, RunResult, read_run, run_finished
 from .labelling import Labeller, alias_points, label_candidates, pending_tasks, pool_al, read_labelled
 from .plan import BenchmarkPlan, RunSpec, fit_record_path
 from .run import CliRunner, Log, RunOutcome, Runner, execute_runs, fit_models
@@ -103,18 +103,20 @@ def _read_runs(plan: BenchmarkPlan, out: Path, outcomes: list[RunOutcome], failu
 
 
 def run_benchmark(plan: BenchmarkPlan, out: Path, *, runner: Runner | None = None, labeller: Labeller | None = None,
-                  jobs: int = 1, log: Log = _stderr) -> BenchmarkResult:
+                  jobs: int = 1, log: Log = _stderr, report_only: bool = False) -> BenchmarkResult:
     """Run (or resume) the benchmark ``plan`` into ``out`` (see the module docstring).
 
     ``runner``: how a ``uipbench`` command is run (default: a subprocess, :class:`CliRunner`);
-    ``labeller``: one DFT single point (default :func:`uipbench.datasets.label.label_structure`, GPAW).
+    ``labeller``: one DFT single point (default :func:`uipbench.datasets.label.label_structure`, GPAW);
+    ``report_only``: start no Δ-fit, search or DFT calculation: score the finished runs with the DFT points
+    labelled so far and write the report (runs not finished yet are listed as not run).
     """
     from ..problem import PROTOCOLS, load_problem
 
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     out = Path(out)
-    if labeller is None:
+    if labeller is None and not report_only:
         from ...datasets.label import LabellingError, gpaw_available, label_structure
 
         ok, why = gpaw_available()
@@ -126,8 +128,13 @@ def run_benchmark(plan: BenchmarkPlan, out: Path, *, runner: Runner | None = Non
     with OutputLock(out, command=" ".join(["uipbench search-benchmark", *sys.argv[2:]])):
         write_json_atomic(out / "benchmark.json", {"format": "uipbench-search-benchmark", **plan.to_dict()})
         failures = Failures(out)
-        failed_models = fit_models(plan, out, runner, log)
-        outcomes = execute_runs(plan, out, runner, jobs, log, failed_models)
+        if report_only:
+            failed_models: dict[str, str] = {}
+            outcomes = [RunOutcome(spec, "resumed") if run_finished(spec, out, plan.settings)
+                        else RunOutcome(spec, "skipped", "not run yet (--report-only)") for spec in plan.runs]
+        else:
+            failed_models = fit_models(plan, out, runner, log)
+            outcomes = execute_runs(plan, out, runner, jobs, log, failed_models)
         failures.set_runs(failed_models, outcomes)
         runs = _read_runs(plan, out, outcomes, failures)
         protocols = {n: PROTOCOLS[p.protocol] for n, p in problems.items()}
@@ -136,7 +143,9 @@ def run_benchmark(plan: BenchmarkPlan, out: Path, *, runner: Runner | None = Non
         n_adsorbates = {n: p.n_adsorbates for n, p in problems.items()}
         known = read_labelled(out)
         tasks = pending_tasks(candidates, set(known), failures.label_keys, protocols, out, known, n_adsorbates)
-        labelled = label_candidates(tasks, out, labeller, jobs, failures.add_label, log)
+        labelled = 0 if report_only else label_candidates(tasks, out, labeller, jobs, failures.add_label, log)
+        if report_only and tasks:
+            log(f"{len(tasks)} candidate(s) without a DFT energy yet (--report-only): their runs may be unscored")
         points = read_labelled(out)
         points.update(alias_points(candidates, points, n_adsorbates))  # the same minimum found by other runs
         references = {n: problem_reference(n, points.values(), p.n_adsorbates) for n, p in problems.items()}
