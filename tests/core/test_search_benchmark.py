@@ -46,6 +46,7 @@ MINIMA = {
     ("delta", 0): [("dispersed", -10.2, 3), ("dimer", -10.0, 6)],
     ("delta", 1): [("near", -10.15, 0), ("chain", -9.9, 4)],
     ("al", 0): [("dispersed", -10.1, 2), ("dimer", -9.9, 1)],
+    ("al", 1): [("dimer", -10.05, 0), ("dispersed", -10.0, 3)],
 }
 BUDGET, CPU_TOTAL = 10, 20.0
 
@@ -272,17 +273,43 @@ def test_active_learning_runs_pool_their_own_dft_labels(tmp_path):
 
 
 def test_a_finished_run_of_other_settings_is_run_again(tmp_path):
+    """A run folder of other settings (a benchmark refuses such a resume, but a folder can be put there by
+    hand) is not taken as finished."""
+    from uipbench.search.benchmark.run import execute_runs
+
     out, plan = tmp_path / "b", _plan(methods=("raw",), seeds=(0,))
     run_benchmark(plan, out, runner=FakeRunner(), labeller=FakeLabeller(), log=_quiet)
     for other in (_plan(methods=("raw",), seeds=(0,), algorithm="basin"),
                   make_plan([PROBLEM], [BACKBONE], ["raw"], [0], BenchmarkSettings(BUDGET + 5))):
         runner = FakeRunner()
-        run_benchmark(other, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+        assert [o.status for o in execute_runs(other, out, runner, 1, _quiet)] == ["finished"]
         assert len(runner.calls) == 1
     runner = FakeRunner()
     # the folder now holds 15 relaxations: 10 are run again (a real search reads its first 10 back)
     run_benchmark(plan, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
     assert len(runner.calls) == 1
+
+
+def test_a_resume_with_other_settings_is_refused_and_a_larger_plan_extends(tmp_path):
+    from uipbench.search.benchmark import BenchmarkInputError
+
+    out = tmp_path / "b"
+    run_benchmark(_plan(methods=("raw",), seeds=(0,)), out, runner=FakeRunner(), labeller=FakeLabeller(), log=_quiet)
+    before = (out / "benchmark.json").read_text()
+    for other, named in ((_plan(methods=("raw",), seeds=(0,), algorithm="basin"), "algorithm 'random' there, 'basin'"),
+                         (make_plan([PROBLEM], [BACKBONE], ["raw"], [0], BenchmarkSettings(BUDGET + 5, label_top=1)),
+                          "budget 10 there, 15 now; label_top 2 there, 1 now"),
+                         (_plan(methods=("delta",), seeds=(0,)), "methods raw of the earlier plan missing")):
+        runner = FakeRunner()
+        with pytest.raises(BenchmarkInputError, match="choose another --out") as caught:
+            run_benchmark(other, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+        assert named in str(caught.value) and runner.calls == []
+        assert (out / "benchmark.json").read_text() == before
+    runner = FakeRunner()  # more seeds, another method and active learning (its rounds were unset: no al runs)
+    larger = _plan(methods=("raw", "delta", "al"), seeds=(0, 1), rounds=3, label_per_round=2)
+    result = run_benchmark(larger, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+    assert len(_searched(runner)) == 5 and json.loads((out / "benchmark.json").read_text())["seeds"] == [0, 1]
+    assert [o.status for o in result.outcomes].count("resumed") == 1
 
 
 def test_a_failed_dft_point_is_recorded_skipped_and_not_retried(tmp_path):

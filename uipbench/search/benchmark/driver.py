@@ -5,7 +5,9 @@
 provenance), ``.labelling/`` (GPAW scratch), ``failures.json`` and the report.  One benchmark per
 ``OUT`` at a time (:class:`OutputLock`); running the same command again redoes only what is missing:
 finished runs are not run again, labelled structures are not labelled again, and a structure whose
-DFT failed is not retried (delete its entry in ``failures.json`` to retry it).
+DFT failed is not retried (delete its entry in ``failures.json`` to retry it).  A resume may add problems,
+backbones, methods and seeds; one with other shared settings (budget, algorithm, label_top, rounds,
+label_per_round) is refused (:func:`check_resume`): the earlier runs and labels would enter its reference.
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from ..._atomic import write_json_atomic
 from ..._lock import OutputLock
 from .collect import Candidate, RunResult, read_run
 from .labelling import Labeller, alias_points, label_candidates, pending_tasks, pool_al, read_labelled
-from .plan import BenchmarkPlan, RunSpec, fit_record_path
+from .plan import BenchmarkInputError, BenchmarkPlan, RunSpec, fit_record_path, resume_differences
 from .run import CliRunner, Log, RunOutcome, Runner, execute_runs, fit_models
 from .score import CellScore, RunScore, aggregate, problem_reference, score_run
 
 FAILURES_FILE = "failures.json"
+PLAN_FILE = "benchmark.json"
 
 
 def _stderr(line: str) -> None:
@@ -91,6 +94,24 @@ def _fit_cpu(out: Path, backbone: str) -> float:
         return math.nan  # a model put there by hand: its cost is unknown
 
 
+def check_resume(plan: BenchmarkPlan, out: Path) -> None:
+    """Refuse to resume ``out`` when its ``benchmark.json`` holds a plan ``plan`` does not extend
+    (:func:`~.plan.resume_differences`), naming the differences."""
+    path = Path(out) / PLAN_FILE
+    if not path.exists():
+        return
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BenchmarkInputError(f"{path}: unreadable ({exc}); choose another --out") from None
+    differences = resume_differences(previous, plan)
+    if differences:
+        raise BenchmarkInputError(
+            f"--out {out} holds another benchmark ({path}): {'; '.join(differences)}. Its runs and DFT labels "
+            f"would enter this one's reference and ranks: resume it with the same settings (problems, backbones, "
+            f"methods and seeds may only be added), or choose another --out")
+
+
 def _read_runs(plan: BenchmarkPlan, out: Path, outcomes: list[RunOutcome], failures: Failures) -> dict:
     runs: dict[RunSpec, RunResult] = {}
     for o in outcomes:
@@ -124,7 +145,8 @@ def run_benchmark(plan: BenchmarkPlan, out: Path, *, runner: Runner | None = Non
     problems = {name: load_problem(name) for name in plan.problems}
     runner = runner or CliRunner(out / "logs")
     with OutputLock(out, command=" ".join(["uipbench search-benchmark", *sys.argv[2:]])):
-        write_json_atomic(out / "benchmark.json", {"format": "uipbench-search-benchmark", **plan.to_dict()})
+        check_resume(plan, out)
+        write_json_atomic(out / PLAN_FILE, {"format": "uipbench-search-benchmark", **plan.to_dict()})
         failures = Failures(out)
         failed_models = fit_models(plan, out, runner, log)
         outcomes = execute_runs(plan, out, runner, jobs, log, failed_models)
