@@ -8,6 +8,7 @@ backbone over-binds S–S (predicts the chain or the dimer lowest); the Δ-corre
 """
 from __future__ import annotations
 
+import functools
 import json
 import threading
 
@@ -17,9 +18,11 @@ from ase import Atoms
 from ase.io import write
 
 from uipbench.datasets.label import LabelRecord
+from uipbench.delta import load, save
 from uipbench.search.benchmark import (BenchmarkSettings, RunSpec, make_plan, read_labelled,
                                        run_benchmark)
 from uipbench.search.minima import adsorbate_bonds
+from uipbench.search.store import delta_sha256
 
 PROBLEM, BACKBONE = "cu-s3-3x3", "chgnet-0.3.0"
 S_XY = {"dispersed": [(1.5, 1.5), (4.5, 1.5), (3.0, 4.5)], "dimer": [(1.5, 1.5), (3.5, 1.5), (3.0, 4.5)],
@@ -55,13 +58,28 @@ def _option(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-class FakeRunner:
-    """Writes what ``uipbench delta fit`` and ``uipbench search`` leave; ``kill_at``: raise KeyboardInterrupt
-    on that call (1-based), as a Ctrl-C would, before writing anything."""
+@functools.lru_cache(maxsize=None)
+def toy_model(shift: float = 0.0):
+    """A real Δ-model (on the toy backbone's embedding; the fake runs never evaluate it), ``shift``: another one."""
+    from tests.core.test_search_toy import ToyBackbone, toy_problem
+    from uipbench.delta import DeltaGPR
+    from uipbench.search.candidates import CandidateGenerator
+    from uipbench.search.engine import rng_for
 
-    def __init__(self, kill_at: int | None = None):
+    generator = CandidateGenerator(toy_problem())
+    structures = [generator.random(rng_for(7, k, 0)) for k in range(6)]
+    residual = np.array([0.1 * a.positions[12:, 2].mean() - 1.0 + shift for a in structures])
+    return DeltaGPR("atomic", random_state=0).fit(ToyBackbone().embed(structures).structures, residual)
+
+
+class FakeRunner:
+    """Writes what ``uipbench delta fit`` (:func:`toy_model` of ``model_shift``) and ``uipbench search`` leave
+    (a Δ run records its model's hash); ``kill_at``: raise KeyboardInterrupt on that call (1-based), as a
+    Ctrl-C would, before writing anything."""
+
+    def __init__(self, kill_at: int | None = None, model_shift: float = 0.0):
         self.calls: list[list[str]] = []
-        self.kill_at = kill_at
+        self.kill_at, self.model_shift = kill_at, model_shift
         self.lock = threading.Lock()
 
     def __call__(self, argv: list[str]) -> int:
@@ -73,16 +91,16 @@ class FakeRunner:
 
         out = Path(_option(argv, "--out"))
         if argv[:2] == ["delta", "fit"]:
-            out.with_name(out.name + ".json").write_text("{}")  # chgnet-0.3.0.json: the name has dots
-            out.with_name(out.name + ".npz").write_bytes(b"")
+            save(toy_model(self.model_shift), out, BACKBONE, "0" * 64)  # chgnet-0.3.0.json: the name has dots
             return 0
         method = "delta" if "--delta" in argv else "al" if "--active-learning" in argv else "raw"
+        model = delta_sha256(load(_option(argv, "--delta"))) if method == "delta" else None
         self._search(out, method, int(_option(argv, "--seed")), int(_option(argv, "--budget")),
-                     _option(argv, "--algorithm"))
+                     _option(argv, "--algorithm"), model)
         return 0
 
     @staticmethod
-    def _search(out, method: str, seed: int, budget: int, algorithm: str = "random") -> None:
+    def _search(out, method: str, seed: int, budget: int, algorithm: str = "random", model: str | None = None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         minima = []
         for rank, (name, energy, first) in enumerate(MINIMA[(method, seed)], start=1):
@@ -103,12 +121,13 @@ class FakeRunner:
             for i in range(budget):
                 (out / "evaluations" / f"{i:06d}.json").write_text(json.dumps({"index": i, "cpu_seconds": i + 1.0}))
             total = sum(range(1, budget + 1))
-        FakeRunner._summary(out, budget, algorithm, total)
+        FakeRunner._summary(out, budget, algorithm, total, model)
 
     @staticmethod
-    def _summary(out, budget: int, algorithm: str, total: float) -> None:
+    def _summary(out, budget: int, algorithm: str, total: float, model: str | None = None) -> None:
         (out / "search.json").write_text(json.dumps({
-            "identity": {"settings": {"algorithm": algorithm}}, "status": "finished", "budget": budget,
+            "identity": {"delta_sha256": model, "settings": {"algorithm": algorithm}}, "status": "finished",
+            "budget": budget,
             "evaluations": budget, "timing": {"cpu_seconds_per_relaxation": {"total": total, "mean": total / budget}}}))
 
     @staticmethod
@@ -220,8 +239,10 @@ def test_the_report_has_the_table_the_figure_and_the_pictures(tmp_path):
 
 def _finished(out, plan) -> set:
     from uipbench.search.benchmark import run_finished
+    from uipbench.search.benchmark.run import model_hashes
 
-    return {spec for spec in plan.runs if run_finished(spec, out, plan.settings)}
+    hashes = model_hashes(plan, out, {})
+    return {spec for spec in plan.runs if run_finished(spec, out, plan.settings, hashes.get(spec.backbone))}
 
 
 def _searched(runner: FakeRunner) -> list[tuple[str, int]]:
@@ -310,6 +331,21 @@ def test_a_resume_with_other_settings_is_refused_and_a_larger_plan_extends(tmp_p
     result = run_benchmark(larger, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
     assert len(_searched(runner)) == 5 and json.loads((out / "benchmark.json").read_text())["seeds"] == [0, 1]
     assert [o.status for o in result.outcomes].count("resumed") == 1
+
+
+def test_a_delta_run_of_another_model_is_refused_not_mixed(tmp_path):
+    out, plan = tmp_path / "b", _plan(methods=("delta",), seeds=(0,))
+    run_benchmark(plan, out, runner=FakeRunner(), labeller=FakeLabeller(), log=_quiet)
+    save(toy_model(0.5), out / "models" / BACKBONE, BACKBONE, "0" * 64)  # the model refitted, its run kept
+    runner, lines = FakeRunner(), []
+    result = run_benchmark(plan, out, runner=runner, labeller=FakeLabeller(), log=lines.append)
+    assert runner.calls == [] and [o.status for o in result.outcomes] == ["failed"]
+    assert result.scores[0].status == "failed" and result.cells[0].n == 0
+    message = json.loads((out / "failures.json").read_text())["runs"][0]["message"]
+    assert "holds a search with another Δ-model" in message and "move the folder aside" in message
+    assert delta_sha256(toy_model(0.0))[:12] in message and delta_sha256(toy_model(0.5))[:12] in message
+    assert any("another Δ-model" in line for line in lines)
+    assert (RunSpec(PROBLEM, BACKBONE, "delta", 0).folder(out) / "search.json").is_file()  # nothing deleted
 
 
 def test_a_failed_dft_point_is_recorded_skipped_and_not_retried(tmp_path):

@@ -4,8 +4,10 @@ A *runner* takes a command's arguments (``["search", "cu-s3-3x3", "--backbone", 
 its exit code; :class:`CliRunner` runs them as ``python -m uipbench.cli ...`` (so each search re-runs
 itself in its backbone's environment), its output in ``OUT/logs/``.  Tests hand in a fake.
 
-A run whose folder holds a finished run of the same settings is not run again
-(:func:`~.collect.run_finished`); any other run is (``uipbench search`` resumes its folder).  A Δ-model
+A run whose folder holds a finished run of the same settings (a ``delta`` run: and the same Δ-model, by
+its hash) is not run again (:func:`~.collect.run_finished`); a ``delta`` run whose folder holds a search
+with another Δ-model is failed with a message saying so (nothing is deleted); any other run is run
+(``uipbench search`` resumes its folder).  A Δ-model
 already saved is not refitted.  On Ctrl-C or SIGTERM the runs not started are cancelled and the children
 alive are ended (:mod:`uipbench._interrupt`).
 """
@@ -21,7 +23,7 @@ from typing import Any, Callable
 
 from ..._atomic import write_json_atomic
 from ..._interrupt import end_children, run_child
-from .collect import run_finished
+from .collect import model_clash, run_finished
 from .plan import BenchmarkPlan, RunSpec, delta_fit_argv, fit_record_path, model_exists, model_path, search_argv
 
 Runner = Callable[[list[str]], int]
@@ -97,35 +99,60 @@ def _where(runner: Runner, argv: list[str]) -> str:
     return f"; its output: {log_path(argv)}" if log_path is not None else ""
 
 
-def _one_run(spec: RunSpec, plan: BenchmarkPlan, out: Path, runner: Runner) -> RunOutcome:
+def model_hashes(plan: BenchmarkPlan, out: Path, failed_models: dict[str, str]) -> dict[str, str]:
+    """:func:`uipbench.search.store.delta_sha256` of each Δ-model of the plan, as ``uipbench search``
+    records it; a model that cannot be read joins ``failed_models``."""
+    from ...delta.io import load
+    from ..store import delta_sha256
+
+    hashes = {}
+    for backbone in plan.delta_backbones:
+        if backbone in failed_models:
+            continue
+        try:
+            hashes[backbone] = delta_sha256(load(model_path(out, backbone)))
+        except (OSError, ValueError) as exc:
+            failed_models[backbone] = f"unreadable Δ-model: {exc}"
+    return hashes
+
+
+def _one_run(spec: RunSpec, plan: BenchmarkPlan, out: Path, runner: Runner, model: str | None) -> RunOutcome:
     start = time.perf_counter()
     argv = search_argv(spec, plan.settings, out)
     code = runner(argv)
     wall = time.perf_counter() - start
     if code != 0:
         return RunOutcome(spec, "failed", f"exit {code}{_where(runner, argv)}", wall)
-    if not run_finished(spec, out, plan.settings):
-        return RunOutcome(spec, "failed", "exit 0 but its folder holds no finished run of these settings", wall)
+    if not run_finished(spec, out, plan.settings, model):
+        return RunOutcome(spec, "failed", "exit 0 but its folder holds no finished run of these settings"
+                          + (" and this Δ-model" if spec.method == "delta" else ""), wall)
     return RunOutcome(spec, "finished", "", wall)
 
 
 def execute_runs(plan: BenchmarkPlan, out: Path, runner: Runner, jobs: int, log: Log,
                  failed_models: dict[str, str] | None = None) -> list[RunOutcome]:
-    """Every run of the plan (finished ones skipped), ``jobs`` at a time; outcomes in plan order."""
-    failed_models = failed_models or {}
+    """Every run of the plan (finished ones skipped), ``jobs`` at a time; outcomes in plan order.  A ``delta``
+    run whose folder holds a search with another Δ-model is failed, not run (:func:`~.collect.model_clash`)."""
+    failed_models = dict(failed_models or {})
+    hashes = model_hashes(plan, out, failed_models)
     outcomes: dict[RunSpec, RunOutcome] = {}
     todo = []
     for spec in plan.runs:
-        if run_finished(spec, out, plan.settings):
+        model = hashes.get(spec.backbone) if spec.method == "delta" else None
+        if run_finished(spec, out, plan.settings, model):
             outcomes[spec] = RunOutcome(spec, "resumed")
         elif spec.method == "delta" and spec.backbone in failed_models:
             outcomes[spec] = RunOutcome(spec, "skipped", f"no Δ-model: {failed_models[spec.backbone]}")
+        elif (clash := model_clash(spec, out, model)) is not None:
+            outcomes[spec] = RunOutcome(spec, "failed", clash)
+            log(f"run {spec.key}: failed ({clash})")
         else:
             todo.append(spec)
     if todo:
         log(f"{len(todo)} run(s) to do, {len(outcomes)} done or skipped; {jobs} at a time")
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(_one_run, spec, plan, out, runner): spec for spec in todo}
+        futures = {pool.submit(_one_run, spec, plan, out, runner, hashes.get(spec.backbone) if spec.method == "delta"
+                               else None): spec for spec in todo}
 
         def take(outcome: RunOutcome) -> None:
             outcomes[outcome.spec] = outcome
