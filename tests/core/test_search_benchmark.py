@@ -449,6 +449,33 @@ def test_a_torn_model_is_fitted_again_with_force(tmp_path):
     assert json.loads((out / "models" / f"{BACKBONE}.fit.json").read_text())["cpu_seconds"] >= 0
 
 
+def test_a_model_fitted_on_other_training_data_is_refused_one_put_there_by_hand_is_used(tmp_path, monkeypatch):
+    from uipbench.datasets import io as datasets_io
+    from uipbench.search.benchmark import BenchmarkInputError
+
+    data = tmp_path / "datasets"
+    (data / "cu-s").mkdir(parents=True)
+    (data / "cu-s" / "structures.extxyz").write_text("the training data\n")
+    monkeypatch.setattr(datasets_io, "default_root", lambda: data)
+    out, plan = tmp_path / "b", _plan(methods=("delta",), seeds=(0,))
+    run_benchmark(plan, out, runner=FakeRunner(), labeller=FakeLabeller(), log=_quiet)
+    record = json.loads((out / "models" / f"{BACKBONE}.fit.json").read_text())
+    assert list(record["training_data_sha256"]) == ["cu-s"]
+    (data / "cu-s" / "structures.extxyz").write_text("the training data, relabelled\n")
+    runner = FakeRunner()
+    with pytest.raises(BenchmarkInputError, match=r"fitted on other training data than the datasets hold now: "
+                                                  r"cu-s \(changed\).*Choose another --out, or delete .*\.\*"):
+        run_benchmark(plan, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+    assert runner.calls == []
+    by_hand = tmp_path / "c"  # a model put there by hand: no record, used as it is, said once
+    save(toy_model(), by_hand / "models" / BACKBONE, BACKBONE, "0" * 64)
+    runner, lines = FakeRunner(), []
+    result = run_benchmark(plan, by_hand, runner=runner, labeller=FakeLabeller(), log=lines.append)
+    assert _searched(runner) == [("delta", 0)] and not any(a[:2] == ["delta", "fit"] for a in runner.calls)
+    assert [o.status for o in result.outcomes] == ["finished"]
+    assert sum("no record of its training data" in line for line in lines) == 1
+
+
 def test_sigint_ends_the_running_children_and_cancels_the_rest(tmp_path):
     import os
     import signal

@@ -7,12 +7,13 @@ itself in its backbone's environment), its output in ``OUT/logs/``.  Tests hand 
 A run whose folder holds a finished run of the same settings (a ``delta`` run: and the same Δ-model, by
 its hash) is not run again (:func:`~.collect.run_finished`); a ``delta`` run whose folder holds a search
 with another Δ-model is failed with a message saying so (nothing is deleted); any other run is run
-(``uipbench search`` resumes its folder).  A Δ-model
-already saved is not refitted.  On Ctrl-C or SIGTERM the runs not started are cancelled and the children
-alive are ended (:mod:`uipbench._interrupt`).
+(``uipbench search`` resumes its folder).  A Δ-model already saved is not refitted; one fitted on other
+training data than the datasets hold now is refused (:func:`check_models`).  On Ctrl-C or SIGTERM the
+runs not started are cancelled and the children alive are ended (:mod:`uipbench._interrupt`).
 """
 from __future__ import annotations
 
+import json
 import resource
 import sys
 import time
@@ -24,7 +25,8 @@ from typing import Any, Callable
 from ..._atomic import write_json_atomic
 from ..._interrupt import end_children, run_child
 from .collect import model_clash, run_finished
-from .plan import BenchmarkPlan, RunSpec, delta_fit_argv, fit_record_path, model_exists, model_path, search_argv
+from .plan import (BenchmarkInputError, BenchmarkPlan, RunSpec, delta_fit_argv, fit_record_path, model_exists,
+                   model_path, search_argv)
 
 Runner = Callable[[list[str]], int]
 Log = Callable[[str], None]
@@ -66,31 +68,81 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def fit_models(plan: BenchmarkPlan, out: Path, runner: Runner, log: Log) -> dict[str, str]:
-    """Fit each missing Δ-model, one at a time (nothing else runs meanwhile, so the CPU time of the fit's
-    processes is measured exactly and kept in ``OUT/models/<backbone>.fit.json``).  Returns the
-    failures: {backbone: message}."""
-    failed = {}
+def training_data_sha256() -> dict[str, str]:
+    """sha256 of the training data ``uipbench delta fit`` reads by default: the ``structures.extxyz`` of
+    every system with data under the datasets folder, by system."""
+    from ...datasets.io import STRUCTURES_FILE, available_systems, default_root, system_dir
+    from ...harness.data import file_sha256
+
+    root = default_root()
+    return {s: file_sha256(system_dir(s, root) / STRUCTURES_FILE) for s in available_systems(root)}
+
+
+def read_fit_record(out: Path, backbone: str) -> dict[str, Any] | None:
+    """``OUT/models/<backbone>.fit.json`` (None: none, or unreadable)."""
+    try:
+        record = json.loads(fit_record_path(out, backbone).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def check_models(plan: BenchmarkPlan, out: Path, data: dict[str, str], log: Log) -> None:
+    """Refuse a saved Δ-model whose training data (its ``.fit.json``'s sha256 per system) differ from
+    ``data``, the data now: refitting it silently would leave the delta runs of the old model.  A model
+    without that record (put there by hand, or fitted by an older uipbench) is used as it is, said once."""
     for backbone in plan.delta_backbones:
-        if model_exists(out, backbone):
+        if not model_exists(out, backbone):
             continue
         base = model_path(out, backbone)
-        base.parent.mkdir(parents=True, exist_ok=True)
-        argv = delta_fit_argv(out, backbone)
-        if any(base.parent.glob(f"{base.name}.*")):  # one file of a pair (a fit killed while saving): overwrite
-            argv.append("--force")
-        cpu, wall = _children_cpu(), time.perf_counter()
-        code = runner(argv)
-        cpu, wall = _children_cpu() - cpu, time.perf_counter() - wall
-        if code != 0 or not model_exists(out, backbone):
-            failed[backbone] = (f"`uipbench {' '.join(argv)}` exited {code}" + ("" if code else " without a model")
-                                + _where(runner, argv))
-            log(f"Δ-fit of {backbone} failed: {failed[backbone]}; its delta runs are skipped")
+        recorded = (read_fit_record(out, backbone) or {}).get("training_data_sha256")
+        if not isinstance(recorded, dict):
+            log(f"Δ-model of {backbone} ({base}) has no record of its training data (put there by hand, or "
+                f"fitted by an older uipbench): used as it is, not checked against the datasets")
             continue
-        write_json_atomic(fit_record_path(out, backbone),
-                          {"cpu_seconds": cpu, "wall_seconds": wall, "command": ["uipbench", *argv]})
-        log(f"Δ-model of {backbone} fitted ({wall:.0f} s)")
+        changed = [f"{s} ({'added' if s not in recorded else 'removed' if s not in data else 'changed'})"
+                   for s in sorted(set(recorded) | set(data)) if recorded.get(s) != data.get(s)]
+        if changed:
+            raise BenchmarkInputError(
+                f"the Δ-model of {backbone} ({base}) was fitted on other training data than the datasets hold now: "
+                f"{', '.join(changed)}; its delta runs would not be those of a refit. Choose another --out, or delete "
+                f"{base}.* and the delta runs {Path(out) / 'runs' / '*' / backbone / 'delta'} to refit and rerun them")
+
+
+def fit_models(plan: BenchmarkPlan, out: Path, runner: Runner, log: Log) -> dict[str, str]:
+    """Fit each missing Δ-model, one at a time (nothing else runs meanwhile, so the CPU time of the fit's
+    processes is measured exactly), after :func:`check_models`; ``OUT/models/<backbone>.fit.json`` keeps
+    its CPU time and the sha256 of its training data.  Returns the failures: {backbone: message}."""
+    data = training_data_sha256() if plan.delta_backbones else {}
+    check_models(plan, out, data, log)
+    failed = {}
+    for backbone in plan.delta_backbones:
+        if not model_exists(out, backbone):
+            message = _fit(backbone, out, runner, data, log)
+            if message is not None:
+                failed[backbone] = message
     return failed
+
+
+def _fit(backbone: str, out: Path, runner: Runner, data: dict[str, str], log: Log) -> str | None:
+    """One Δ-fit and its record; None, or why it failed."""
+    base = model_path(out, backbone)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    argv = delta_fit_argv(out, backbone)
+    if any(base.parent.glob(f"{base.name}.*")):  # one file of a pair (a fit killed while saving): overwrite
+        argv.append("--force")
+    cpu, wall = _children_cpu(), time.perf_counter()
+    code = runner(argv)
+    cpu, wall = _children_cpu() - cpu, time.perf_counter() - wall
+    if code != 0 or not model_exists(out, backbone):
+        message = (f"`uipbench {' '.join(argv)}` exited {code}" + ("" if code else " without a model")
+                   + _where(runner, argv))
+        log(f"Δ-fit of {backbone} failed: {message}; its delta runs are skipped")
+        return message
+    write_json_atomic(fit_record_path(out, backbone), {"cpu_seconds": cpu, "wall_seconds": wall,
+                                                       "command": ["uipbench", *argv], "training_data_sha256": data})
+    log(f"Δ-model of {backbone} fitted ({wall:.0f} s)")
+    return None
 
 
 def _where(runner: Runner, argv: list[str]) -> str:
