@@ -79,12 +79,14 @@ class FakeRunner:
 
     def __init__(self, kill_at: int | None = None, model_shift: float = 0.0):
         self.calls: list[list[str]] = []
+        self.envs: list[dict | None] = []
         self.kill_at, self.model_shift = kill_at, model_shift
         self.lock = threading.Lock()
 
-    def __call__(self, argv: list[str]) -> int:
+    def __call__(self, argv: list[str], env: dict | None = None) -> int:
         with self.lock:
             self.calls.append(argv)
+            self.envs.append(env)
             if len(self.calls) == self.kill_at:
                 raise KeyboardInterrupt
         from pathlib import Path
@@ -474,6 +476,42 @@ def test_a_model_fitted_on_other_training_data_is_refused_one_put_there_by_hand_
     assert _searched(runner) == [("delta", 0)] and not any(a[:2] == ["delta", "fit"] for a in runner.calls)
     assert [o.status for o in result.outcomes] == ["finished"]
     assert sum("no record of its training data" in line for line in lines) == 1
+
+
+def test_the_fit_embeds_through_a_cache_of_its_own_and_the_report_says_so(tmp_path, monkeypatch):
+    import os
+    import subprocess
+
+    from uipbench.search.benchmark import CliRunner
+    from uipbench.search.benchmark import run as run_module
+
+    plan = _plan(methods=("delta",), seeds=(0,))
+    for name, warm in (("b", False), ("c", True)):
+        out, runner = tmp_path / name, FakeRunner()
+        cache = out.absolute() / "models" / ".cache" / BACKBONE
+        if warm:  # a fit retried after a kill: its cache holds some embeddings
+            (cache / "x").mkdir(parents=True)
+            (cache / "x" / "0.npz").write_bytes(b"")
+        run_benchmark(plan, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+        assert runner.calls[0][:2] == ["delta", "fit"] and runner.envs[0] == {"UIPBENCH_CACHE_DIR": str(cache)}
+        assert runner.envs[1] is None  # the search: the shared cache
+        record = json.loads((out / "models" / f"{BACKBONE}.fit.json").read_text())
+        assert record["embedding_cache"] == str(cache) and record["embedding_cache_empty_before"] is (not warm)
+        md = (out / "report.md").read_text()
+        assert "embedding cache of its own" in md
+        assert (f"Δ-fit of {BACKBONE}: its own cache held embeddings already" if warm else
+                f"Δ-fit of {BACKBONE}: embedded every training structure") in md
+    seen = {}
+
+    def child(args, **kwargs):
+        seen.update(kwargs)
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(run_module, "run_child", child)
+    runner = CliRunner(tmp_path / "logs")
+    assert runner(["delta", "fit", "--out", str(tmp_path / "m")], env={"UIPBENCH_CACHE_DIR": "/c"}) == 0
+    assert seen["env"]["UIPBENCH_CACHE_DIR"] == "/c" and seen["env"]["PATH"] == os.environ["PATH"]
+    assert (tmp_path / "logs" / "delta-m.log").read_text().startswith("$ UIPBENCH_CACHE_DIR=/c uipbench delta fit")
 
 
 def test_sigint_ends_the_running_children_and_cancels_the_rest(tmp_path):

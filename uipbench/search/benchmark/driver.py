@@ -1,6 +1,7 @@
 """The whole benchmark in one resumable call: Δ-fits, runs, DFT of the candidates, scores, report.
 
-``OUT`` holds ``benchmark.json`` (the plan), ``models/`` (Δ-models and the CPU time of their fits),
+``OUT`` holds ``benchmark.json`` (the plan), ``models/`` (Δ-models, the CPU time and training data of their
+fits, and their embedding cache ``.cache/``),
 ``runs/`` (one search folder per run), ``logs/``, ``labelled.extxyz`` (the DFT single points, with
 provenance), ``.labelling/`` (GPAW scratch), ``failures.json`` and the report.  One benchmark per
 ``OUT`` at a time (:class:`OutputLock`); running the same command again redoes only what is missing:
@@ -22,8 +23,8 @@ from ..._atomic import write_json_atomic
 from ..._lock import OutputLock
 from .collect import Candidate, RunResult, read_run
 from .labelling import Labeller, alias_points, label_candidates, pending_tasks, pool_al, read_labelled
-from .plan import BenchmarkInputError, BenchmarkPlan, RunSpec, fit_record_path, resume_differences
-from .run import CliRunner, Log, RunOutcome, Runner, execute_runs, fit_models
+from .plan import BenchmarkInputError, BenchmarkPlan, RunSpec, resume_differences
+from .run import CliRunner, Log, RunOutcome, Runner, execute_runs, fit_models, read_fit_record
 from .score import CellScore, RunScore, aggregate, problem_reference, score_run
 
 FAILURES_FILE = "failures.json"
@@ -87,10 +88,10 @@ class BenchmarkResult:
     report: Path
 
 
-def _fit_cpu(out: Path, backbone: str) -> float:
+def _fit_cpu(record: dict[str, Any] | None) -> float:
     try:
-        return float(json.loads(fit_record_path(out, backbone).read_text())["cpu_seconds"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return float(record["cpu_seconds"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
         return math.nan  # a model put there by hand: its cost is unknown
 
 
@@ -162,13 +163,14 @@ def run_benchmark(plan: BenchmarkPlan, out: Path, *, runner: Runner | None = Non
         points = read_labelled(out)
         points.update(alias_points(candidates, points, n_adsorbates))  # the same minimum found by other runs
         references = {n: problem_reference(n, points.values(), p.n_adsorbates) for n, p in problems.items()}
-        fit_cpu = {b: _fit_cpu(out, b) for b in plan.delta_backbones}
+        fits = {b: read_fit_record(out, b) for b in plan.delta_backbones}
+        fit_cpu = {b: _fit_cpu(record) for b, record in fits.items()}
         scores = [score_run(runs[o.spec], references[o.spec.problem], points, problems[o.spec.problem].n_adsorbates,
                             fit_cpu.get(o.spec.backbone, 0.0)) if o.spec in runs else RunScore(o.spec, "failed")
                   for o in outcomes]
         cells = aggregate(scores)
         from .report import write_report
 
-        report = write_report(out, plan, runs, scores, cells, references, points, failures.lines())
+        report = write_report(out, plan, runs, scores, cells, references, points, failures.lines(), fits)
         log(f"report: {report}")
         return BenchmarkResult(out, outcomes, scores, cells, labelled, report)

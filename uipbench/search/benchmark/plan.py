@@ -136,6 +136,12 @@ def fit_record_path(out: Path, backbone: str) -> Path:
     return _beside(model_path(out, backbone), ".fit.json")
 
 
+def fit_cache_path(out: Path, backbone: str) -> Path:
+    """The embedding cache of a backbone's Δ-fit (``UIPBENCH_CACHE_DIR`` of its ``uipbench delta fit``): its
+    own, not the shared one, so the fit's CPU time always includes embedding its training structures."""
+    return Path(out).absolute() / "models" / ".cache" / backbone
+
+
 def delta_fit_argv(out: Path, backbone: str) -> list[str]:
     """``uipbench delta fit`` of ``backbone``'s Δ-model (its arguments, without the program name)."""
     return ["delta", "fit", "--backbone", backbone, "--out", str(Path(out).absolute() / "models" / backbone)]

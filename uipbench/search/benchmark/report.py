@@ -31,6 +31,22 @@ COSTS = ("CPU time per run: raw = the search's relaxations (search.json); Δ = t
          "success include the earlier rounds' relaxations (the final minima need every round). The Δ-model of "
          "`delta` is fitted once per backbone on `uipbench delta fit`'s default systems; active learning starts "
          "from the problem's own metal system and adds its labels.")
+FIT_CACHE = ("A Δ-fit's CPU time depends on whether its training structures' embeddings were cached already, so each "
+             "fit embeds through an embedding cache of its own, `models/.cache/<backbone>`, empty before it: its CPU "
+             "time includes embedding every training structure with the backbone, whatever the shared cache holds.")
+
+
+def fit_note(backbone: str, record: dict[str, Any] | None) -> str:
+    """How a backbone's Δ-fit was timed, from its ``models/<backbone>.fit.json`` (None: there is none)."""
+    if record is None:
+        return f"{backbone}: a Δ-model put there by hand, its fit's CPU time unknown (not counted)"
+    empty = record.get("embedding_cache_empty_before")
+    if empty is None:
+        return (f"{backbone}: fitted through the shared embedding cache (by an older uipbench), so its CPU time "
+                f"leaves out the embeddings that cache held already")
+    return f"{backbone}: " + ("embedded every training structure (its own cache was empty)" if empty else
+                              "its own cache held embeddings already (a fit retried after a kill): its CPU time "
+                              "may leave some out")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -112,8 +128,9 @@ def _references(references: dict[str, ProblemReference | None], points: dict[Poi
 
 def write_report(out: Path, plan: BenchmarkPlan, runs: dict, scores: Sequence[RunScore], cells: Sequence[CellScore],
                  references: dict[str, ProblemReference | None], points: dict[PointKey, DftPoint],
-                 failures: list[str]) -> Path:
-    """Every report file under ``out``; returns ``report.md``."""
+                 failures: list[str], fits: dict[str, dict[str, Any] | None] | None = None) -> Path:
+    """Every report file under ``out``; returns ``report.md``.  ``fits``: the ``.fit.json`` of each
+    Δ-fit by backbone (:func:`fit_note`)."""
     out = Path(out)
     for name, rows in (("runs.csv", run_rows(scores)), ("cells.csv", cell_rows(cells)),
                        ("candidates.csv", candidate_rows(runs, points))):
@@ -122,14 +139,15 @@ def write_report(out: Path, plan: BenchmarkPlan, runs: dict, scores: Sequence[Ru
     figure = success_vs_cpu(cells, figures).relative_to(out).as_posix()
     pictures = [minima_picture(p, ref, scores, runs, points, figures).relative_to(out).as_posix()
                 for p, ref in references.items() if ref is not None]
-    blocks = _blocks(plan, cells, references, points, figure, pictures, failures)
+    costs = f"{COSTS} {FIT_CACHE}" + "".join(f" Δ-fit of {fit_note(b, r)}." for b, r in (fits or {}).items())
+    blocks = _blocks(plan, cells, references, points, figure, pictures, failures, costs)
     write_text_atomic(out / "report.md", "\n\n".join(text for kind, text in blocks if kind != "html") + "\n")
     write_html(blocks, out / "report.html", title="uipbench search benchmark")
     return out / "report.md"
 
 
 def _blocks(plan: BenchmarkPlan, cells: Sequence[CellScore], references: dict, points: dict, figure: str,
-            pictures: list[str], failures: list[str]) -> list[Block]:
+            pictures: list[str], failures: list[str], costs: str = COSTS) -> list[Block]:
     s = plan.settings
     methods = ", ".join(METHOD_LABELS.get(m, m) for m in plan.methods)
     al = f"; active learning: {s.rounds} rounds, {s.label_per_round} labelled per round" if "al" in plan.methods else ""
@@ -148,7 +166,7 @@ def _blocks(plan: BenchmarkPlan, cells: Sequence[CellScore], references: dict, p
         ("md", "## Results per problem, backbone and method"),
         ("md", cell_table(cells)),
         ("md", f"Reference: {_references(references, points)}"),
-        ("md", COSTS),
+        ("md", costs),
         ("md", "## Success rate against CPU time"),
         ("md", f"![success rate vs CPU time]({figure})"),
         ("md", "## Predicted minima and the DFT-lowest structure"),

@@ -1,7 +1,8 @@
 """Running the plan: the Δ-fits, then the runs, ``jobs`` at a time, each a ``uipbench`` subprocess.
 
-A *runner* takes a command's arguments (``["search", "cu-s3-3x3", "--backbone", ...]``) and returns
-its exit code; :class:`CliRunner` runs them as ``python -m uipbench.cli ...`` (so each search re-runs
+A *runner* takes a command's arguments (``["search", "cu-s3-3x3", "--backbone", ...]``) and, for a
+Δ-fit, ``env``: variables set for that command (``UIPBENCH_CACHE_DIR``, :func:`~.plan.fit_cache_path`), and
+returns its exit code; :class:`CliRunner` runs them as ``python -m uipbench.cli ...`` (so each search re-runs
 itself in its backbone's environment), its output in ``OUT/logs/``.  Tests hand in a fake.
 
 A run whose folder holds a finished run of the same settings (a ``delta`` run: and the same Δ-model, by
@@ -14,21 +15,23 @@ runs not started are cancelled and the children alive are ended (:mod:`uipbench.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..._atomic import write_json_atomic
 from ..._interrupt import end_children, run_child
+from ...paths import CACHE_VARIABLE
 from .collect import model_clash, run_finished
-from .plan import (BenchmarkInputError, BenchmarkPlan, RunSpec, delta_fit_argv, fit_record_path, model_exists,
-                   model_path, search_argv)
+from .plan import (BenchmarkInputError, BenchmarkPlan, RunSpec, delta_fit_argv, fit_cache_path, fit_record_path,
+                   model_exists, model_path, search_argv)
 
-Runner = Callable[[list[str]], int]
+Runner = Callable[..., int]  # (argv, env=None) -> exit code
 Log = Callable[[str], None]
 
 
@@ -46,13 +49,14 @@ class CliRunner:
         tail = parts[parts.index("runs") + 1:] if "runs" in parts else parts[-1:]
         return self.logs / f"{argv[0]}-{'-'.join(tail)}.log"
 
-    def __call__(self, argv: list[str]) -> int:
+    def __call__(self, argv: list[str], env: Mapping[str, str] | None = None) -> int:
         path = self.log_path(argv)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as log:
-            log.write(f"$ uipbench {' '.join(argv)}\n")
+            log.write("$ " + " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), "uipbench", *argv]) + "\n")
             log.flush()
-            return run_child([self.python, "-m", "uipbench.cli", *argv], stdout=log, stderr=log).returncode
+            return run_child([self.python, "-m", "uipbench.cli", *argv], stdout=log, stderr=log,
+                             env={**os.environ, **env} if env else None).returncode
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,8 @@ def check_models(plan: BenchmarkPlan, out: Path, data: dict[str, str], log: Log)
             raise BenchmarkInputError(
                 f"the Δ-model of {backbone} ({base}) was fitted on other training data than the datasets hold now: "
                 f"{', '.join(changed)}; its delta runs would not be those of a refit. Choose another --out, or delete "
-                f"{base}.* and the delta runs {Path(out) / 'runs' / '*' / backbone / 'delta'} to refit and rerun them")
+                f"{base}.*, its fit's embedding cache {fit_cache_path(out, backbone)} and the delta runs "
+                f"{Path(out) / 'runs' / '*' / backbone / 'delta'} to refit and rerun them")
 
 
 def fit_models(plan: BenchmarkPlan, out: Path, runner: Runner, log: Log) -> dict[str, str]:
@@ -131,16 +136,21 @@ def _fit(backbone: str, out: Path, runner: Runner, data: dict[str, str], log: Lo
     argv = delta_fit_argv(out, backbone)
     if any(base.parent.glob(f"{base.name}.*")):  # one file of a pair (a fit killed while saving): overwrite
         argv.append("--force")
+    cache = fit_cache_path(out, backbone)
+    cold = not (cache.is_dir() and any(p.is_file() for p in cache.rglob("*")))
     cpu, wall = _children_cpu(), time.perf_counter()
-    code = runner(argv)
+    code = runner(argv, env={CACHE_VARIABLE: str(cache)})
     cpu, wall = _children_cpu() - cpu, time.perf_counter() - wall
     if code != 0 or not model_exists(out, backbone):
         message = (f"`uipbench {' '.join(argv)}` exited {code}" + ("" if code else " without a model")
                    + _where(runner, argv))
         log(f"Δ-fit of {backbone} failed: {message}; its delta runs are skipped")
         return message
-    write_json_atomic(fit_record_path(out, backbone), {"cpu_seconds": cpu, "wall_seconds": wall,
-                                                       "command": ["uipbench", *argv], "training_data_sha256": data})
+    # the embedding cache empty before the fit: its CPU time includes embedding every training structure
+    # (a fit retried after a kill may have found some of them cached)
+    write_json_atomic(fit_record_path(out, backbone), {
+        "cpu_seconds": cpu, "wall_seconds": wall, "command": ["uipbench", *argv], "training_data_sha256": data,
+        "embedding_cache": str(cache), "embedding_cache_empty_before": cold})
     log(f"Δ-model of {backbone} fitted ({wall:.0f} s)")
     return None
 
