@@ -362,7 +362,27 @@ def test_a_failed_dft_point_is_recorded_skipped_and_not_retried(tmp_path):
     again = FakeLabeller()
     run_benchmark(_plan(), out, runner=FakeRunner(), labeller=again, log=_quiet)
     assert again.calls == []
-    assert "SCF did not converge" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "SCF did not converge" in md
+    assert f"| {PROBLEM} | {BACKBONE} | raw | 0/1 | 1 |" in md  # the unscored run beside k/n
+    assert "k successes among the n runs *scored*" in md and "success_rate_all" in md
+
+
+def test_the_success_rate_of_all_runs_counts_the_unscored_ones():
+    from uipbench.search.benchmark.report import cell_rows, cell_table
+    from uipbench.search.benchmark.score import RunScore, aggregate
+
+    spec = RunSpec(PROBLEM, BACKBONE, "delta", 0)
+    scores = [RunScore(spec, "scored", success=True, dft_rank=1),
+              RunScore(RunSpec(PROBLEM, BACKBONE, "delta", 1), "scored", success=False, dft_rank=2),
+              RunScore(RunSpec(PROBLEM, BACKBONE, "delta", 2), "unlabelled"),
+              RunScore(RunSpec(PROBLEM, BACKBONE, "delta", 3), "failed")]
+    cell = aggregate(scores)[0]
+    assert (cell.successes, cell.n, cell.unscored) == (1, 2, 2)
+    assert cell.success_rate == 0.5 and cell.success_rate_all == 0.25
+    row = cell_rows([cell])[0]
+    assert row["success_rate"] == 0.5 and row["success_rate_all"] == 0.25
+    assert f"| {PROBLEM} | {BACKBONE} | Δ | 1/2 | 2 | 1.5 |" in cell_table([cell])
 
 
 def test_the_run_commands():
