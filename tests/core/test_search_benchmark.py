@@ -385,6 +385,23 @@ def test_the_success_rate_of_all_runs_counts_the_unscored_ones():
     assert f"| {PROBLEM} | {BACKBONE} | Δ | 1/2 | 2 | 1.5 |" in cell_table([cell])
 
 
+def test_a_structure_without_a_finite_dft_energy_is_no_dft_point(tmp_path):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from uipbench.search.benchmark.collect import RunResult
+    from uipbench.search.benchmark.labelling import pool_al
+
+    good, bad = structure("dispersed"), structure("dimer")
+    for atoms, energy in ((good, -10.0), (bad, float("nan"))):
+        atoms.calc = SinglePointCalculator(atoms, energy=energy)
+        atoms.info.update(problem=PROBLEM)
+    write(tmp_path / "labelled.extxyz", [good, bad], format="extxyz")
+    assert [p.energy for p in read_labelled(tmp_path).values()] == [-10.0]  # a NaN energy would be the reference
+    run = RunResult(RunSpec(PROBLEM, BACKBONE, "al", 0), (), 0, 0.0, None, al_labelled=(bad,))
+    protocols = {PROBLEM: type("Protocol", (), {"name": "p"})()}
+    assert pool_al([run], tmp_path / "al", {}, protocols) == 0  # an active-learning label with a NaN: not pooled
+
+
 def test_the_run_commands():
     from uipbench.search.benchmark.plan import search_argv
 
