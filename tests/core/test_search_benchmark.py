@@ -551,6 +551,16 @@ def test_the_fit_embeds_through_a_cache_of_its_own_and_the_report_says_so(tmp_pa
     assert (tmp_path / "logs" / "delta-m.log").read_text().startswith("$ UIPBENCH_CACHE_DIR=/c uipbench delta fit")
 
 
+def test_the_cpu_time_of_a_child_is_measured():
+    import sys
+
+    from uipbench._interrupt import children_cpu_seconds, run_child
+
+    before = children_cpu_seconds()
+    run_child([sys.executable, "-c", "sum(i * i for i in range(2_000_000))"])
+    assert children_cpu_seconds() - before > 0.05  # the loop alone takes ~0.1 s of CPU
+
+
 def test_sigint_ends_the_running_children_and_cancels_the_rest(tmp_path):
     import os
     import signal

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..._atomic import write_json_atomic
-from ..._interrupt import end_children, run_child
+from ..._interrupt import children_cpu_seconds, end_children, run_child
 from ...paths import CACHE_VARIABLE
 from .collect import model_clash, run_finished
 from .plan import (BenchmarkInputError, BenchmarkPlan, RunSpec, delta_fit_argv, fit_cache_path, fit_record_path,
@@ -65,11 +64,6 @@ class RunOutcome:
     status: str  # "finished", "resumed" (finished before), "failed" or "skipped"
     message: str = ""
     wall_seconds: float = 0.0
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def training_data_sha256() -> dict[str, str]:
@@ -138,9 +132,9 @@ def _fit(backbone: str, out: Path, runner: Runner, data: dict[str, str], log: Lo
         argv.append("--force")
     cache = fit_cache_path(out, backbone)
     cold = not (cache.is_dir() and any(p.is_file() for p in cache.rglob("*")))
-    cpu, wall = _children_cpu(), time.perf_counter()
+    cpu, wall = children_cpu_seconds(), time.perf_counter()
     code = runner(argv, env={CACHE_VARIABLE: str(cache)})
-    cpu, wall = _children_cpu() - cpu, time.perf_counter() - wall
+    cpu, wall = children_cpu_seconds() - cpu, time.perf_counter() - wall
     if code != 0 or not model_exists(out, backbone):
         message = (f"`uipbench {' '.join(argv)}` exited {code}" + ("" if code else " without a model")
                    + _where(runner, argv))
