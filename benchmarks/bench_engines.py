@@ -24,30 +24,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from uipbench._interrupt import children_cpu_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONE = "chgnet-0.3.0"
-
-
-def _child_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def timed(command: list[str], env: dict[str, str], cwd: Path | None = None
           ) -> tuple[float, float, subprocess.CompletedProcess]:
     """CPU seconds (the process and everything it started) and wall seconds of one command."""
-    cpu, wall = _child_cpu(), time.perf_counter()
+    cpu, wall = children_cpu_seconds(), time.perf_counter()
     proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=cwd)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return _child_cpu() - cpu, time.perf_counter() - wall, proc
+    return children_cpu_seconds() - cpu, time.perf_counter() - wall, proc
 
 
 def uipbench_run(problem: str, budget: int, seed: int, out: Path, env: dict[str, str]) -> dict:

@@ -107,6 +107,16 @@ def sigint_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
+def children_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process's children that have ended and been waited for, and of
+    their own children (``RUSAGE_CHILDREN``): the difference around a child's run is that child's CPU time
+    when no other child ends meanwhile."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_child(args: Sequence[str], *, capture_output: bool = False, **popen: Any) -> subprocess.CompletedProcess:
     """``subprocess.run(args, capture_output=..., **popen)`` whose process :func:`end_children` ends.
 

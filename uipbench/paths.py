@@ -34,8 +34,12 @@ def envs_dir() -> Path:
     return _override("UIPBENCH_ENVS_DIR", repo_root() / ".venvs")
 
 
+#: the variable that points the embedding cache elsewhere (read by :func:`cache_dir`)
+CACHE_VARIABLE = "UIPBENCH_CACHE_DIR"
+
+
 def cache_dir() -> Path:
-    return _override("UIPBENCH_CACHE_DIR", repo_root() / ".cache" / "embeddings")
+    return _override(CACHE_VARIABLE, repo_root() / ".cache" / "embeddings")
 
 
 def datasets_dir() -> Path:

@@ -1,5 +1,6 @@
 """``uipbench search-benchmark``: a fake runner writes the run folders of synthetic searches on a small slab,
-a fake labeller gives DFT energies from a known function, so every score below is known in advance.
+a fake labeller gives DFT energies from a known function (:mod:`tests.core.search_benchmark_fakes`), so every
+score below is known in advance.
 
 The DFT stand-in: E = −10 + 0.15 eV per S–S bond + 0.5 eV/Å × (mean S height − 2 Å).  Structures:
 ``dispersed`` (no S–S bond, −10.0 eV, the DFT minimum), ``near`` (dispersed lifted 0.01 Å: −9.995 eV, the
@@ -13,140 +14,13 @@ import threading
 
 import numpy as np
 import pytest
-from ase import Atoms
 from ase.io import write
 
-from uipbench.datasets.label import LabelRecord
-from uipbench.search.benchmark import (BenchmarkSettings, RunSpec, make_plan, read_labelled,
-                                       run_benchmark)
-from uipbench.search.minima import adsorbate_bonds
-
-PROBLEM, BACKBONE = "cu-s3-3x3", "chgnet-0.3.0"
-S_XY = {"dispersed": [(1.5, 1.5), (4.5, 1.5), (3.0, 4.5)], "dimer": [(1.5, 1.5), (3.5, 1.5), (3.0, 4.5)],
-        "chain": [(1.0, 1.5), (3.0, 1.5), (3.0, 3.5)]}
-
-
-def structure(name: str) -> Atoms:
-    """4 Cu atoms at z = 0 in a 6 x 6 Å cell, 3 S above them."""
-    kind, height = ("dispersed", 2.01) if name == "near" else (name, 2.0)
-    cu = [(x, y, 0.0) for x in (0.0, 3.0) for y in (0.0, 3.0)]
-    s = [(x, y, height) for x, y in S_XY[kind]]
-    return Atoms("Cu4S3", positions=cu + s, cell=[6.0, 6.0, 14.0], pbc=[True, True, False])
-
-
-def dft_energy(atoms: Atoms) -> float:
-    heights = atoms.positions[4:, 2] - atoms.positions[:4, 2].max()
-    return -10.0 + 0.15 * adsorbate_bonds(atoms, 4) + 0.5 * (heights.mean() - 2.0)
-
-
-#: (method, seed) -> the run's minima: (structure, predicted energy, first evaluation), lowest first
-MINIMA = {
-    ("raw", 0): [("chain", -12.0, 2), ("dimer", -11.9, 5)],
-    ("raw", 1): [("dimer", -11.95, 1), ("chain", -11.9, 0)],
-    ("delta", 0): [("dispersed", -10.2, 3), ("dimer", -10.0, 6)],
-    ("delta", 1): [("near", -10.15, 0), ("chain", -9.9, 4)],
-    ("al", 0): [("dispersed", -10.1, 2), ("dimer", -9.9, 1)],
-}
-BUDGET, CPU_TOTAL = 10, 20.0
-
-
-def _option(argv: list[str], name: str) -> str:
-    return argv[argv.index(name) + 1]
-
-
-class FakeRunner:
-    """Writes what ``uipbench delta fit`` and ``uipbench search`` leave; ``kill_at``: raise KeyboardInterrupt
-    on that call (1-based), as a Ctrl-C would, before writing anything."""
-
-    def __init__(self, kill_at: int | None = None):
-        self.calls: list[list[str]] = []
-        self.kill_at = kill_at
-        self.lock = threading.Lock()
-
-    def __call__(self, argv: list[str]) -> int:
-        with self.lock:
-            self.calls.append(argv)
-            if len(self.calls) == self.kill_at:
-                raise KeyboardInterrupt
-        from pathlib import Path
-
-        out = Path(_option(argv, "--out"))
-        if argv[:2] == ["delta", "fit"]:
-            out.with_name(out.name + ".json").write_text("{}")  # chgnet-0.3.0.json: the name has dots
-            out.with_name(out.name + ".npz").write_bytes(b"")
-            return 0
-        method = "delta" if "--delta" in argv else "al" if "--active-learning" in argv else "raw"
-        self._search(out, method, int(_option(argv, "--seed")), int(_option(argv, "--budget")),
-                     _option(argv, "--algorithm"))
-        return 0
-
-    @staticmethod
-    def _search(out, method: str, seed: int, budget: int, algorithm: str = "random") -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        minima = []
-        for rank, (name, energy, first) in enumerate(MINIMA[(method, seed)], start=1):
-            atoms = structure(name)
-            atoms.info.update(problem=PROBLEM, rank=rank, predicted_energy=energy, evaluation=first + 1,
-                              first_evaluation=first, hits=2, adsorbate_bonds=adsorbate_bonds(atoms, 4))
-            minima.append(atoms)
-        write(out / "minima.extxyz", minima, format="extxyz")
-        (out / "minima.csv").write_text("rank,energy,evaluation,first_evaluation,hits\n" + "".join(
-            f"{a.info['rank']},{a.info['predicted_energy']},{a.info['evaluation']},{a.info['first_evaluation']},2\n"
-            for a in minima))
-        if method == "al":
-            FakeRunner._active(out, budget, algorithm)
-            return
-        total = CPU_TOTAL
-        if (method, seed) == ("delta", 0):  # every relaxation's record: CPU 1, 2, ..., 10 s
-            (out / "evaluations").mkdir()
-            for i in range(budget):
-                (out / "evaluations" / f"{i:06d}.json").write_text(json.dumps({"index": i, "cpu_seconds": i + 1.0}))
-            total = sum(range(1, budget + 1))
-        FakeRunner._summary(out, budget, algorithm, total)
-
-    @staticmethod
-    def _summary(out, budget: int, algorithm: str, total: float) -> None:
-        (out / "search.json").write_text(json.dumps({
-            "identity": {"settings": {"algorithm": algorithm}}, "status": "finished", "budget": budget,
-            "evaluations": budget, "timing": {"cpu_seconds_per_relaxation": {"total": total, "mean": total / budget}}}))
-
-    @staticmethod
-    def _active(out, budget: int, algorithm: str) -> None:
-        """Two rounds of searches; it labelled the dispersed structure itself (100 s on 2 cores), and one more
-    under another protocol (10 s)."""
-        for r in (0, 1):
-            (out / f"round-{r:02d}" / "search").mkdir(parents=True)
-            FakeRunner._summary(out / f"round-{r:02d}" / "search", budget, algorithm, CPU_TOTAL)
-        own, other = structure("dispersed"), structure("chain")
-        own.info.update(problem=PROBLEM, round=0, backbone=BACKBONE, predicted_energy=-10.1, label_seconds=100.0,
-                        label_cores=2, energy=dft_energy(own), protocol="gpaw-lcao-dzp-pbe-v1")
-        other.info.update(problem=PROBLEM, round=1, energy=-50.0, protocol="someone-elses-dft",  # not pooled
-                          label_seconds=10.0)
-        write(out / "labelled.extxyz", [own, other], format="extxyz")
-        (out / "active.json").write_text(json.dumps({
-            "identity": {"settings": {"budget": budget, "label_per_round": 2, "search": {"algorithm": algorithm}}},
-            "status": "finished", "stopped_because": "converged", "rounds": [{"round": 0}, {"round": 1}]}))
-
-
-class FakeLabeller:
-    """DFT stand-in: :func:`dft_energy`; ``fail``: structures (by energy) whose record fails;
-    ``kill_at``: KeyboardInterrupt on that call."""
-
-    def __init__(self, kill_at: int | None = None, fail: tuple[float, ...] = ()):
-        self.calls: list[float] = []
-        self.kill_at, self.fail = kill_at, fail
-        self.lock = threading.Lock()
-
-    def __call__(self, task) -> LabelRecord:
-        energy = dft_energy(task.atoms)
-        with self.lock:
-            self.calls.append(round(energy, 6))
-            if len(self.calls) == self.kill_at:
-                raise KeyboardInterrupt
-        if any(abs(energy - f) < 1e-9 for f in self.fail):
-            return LabelRecord(task.plan_id, task.atoms, "failed", error="SCF did not converge")
-        return LabelRecord(task.plan_id, task.atoms, "ok", energy, np.zeros((len(task.atoms), 3)).tolist(),
-                           "fake-gpaw", [1, 1, 1], 30.0, 1)
+from tests.core.search_benchmark_fakes import (BACKBONE, BUDGET, CPU_TOTAL, PROBLEM, FakeLabeller, FakeRunner, option,
+                                               structure, toy_model)
+from uipbench.delta import save
+from uipbench.search.benchmark import BenchmarkSettings, RunSpec, make_plan, read_labelled, run_benchmark
+from uipbench.search.store import delta_sha256
 
 
 def _plan(methods=("raw", "delta"), seeds=(0, 1), **settings):
@@ -219,8 +93,10 @@ def test_the_report_has_the_table_the_figure_and_the_pictures(tmp_path):
 
 def _finished(out, plan) -> set:
     from uipbench.search.benchmark import run_finished
+    from uipbench.search.benchmark.run import model_hashes
 
-    return {spec for spec in plan.runs if run_finished(spec, out, plan.settings)}
+    hashes = model_hashes(plan, out, {})
+    return {spec for spec in plan.runs if run_finished(spec, out, plan.settings, hashes.get(spec.backbone))}
 
 
 def _searched(runner: FakeRunner) -> list[tuple[str, int]]:
@@ -272,17 +148,58 @@ def test_active_learning_runs_pool_their_own_dft_labels(tmp_path):
 
 
 def test_a_finished_run_of_other_settings_is_run_again(tmp_path):
+    """A run folder of other settings (a benchmark refuses such a resume, but a folder can be put there by
+    hand) is not taken as finished."""
+    from uipbench.search.benchmark.run import execute_runs
+
     out, plan = tmp_path / "b", _plan(methods=("raw",), seeds=(0,))
     run_benchmark(plan, out, runner=FakeRunner(), labeller=FakeLabeller(), log=_quiet)
     for other in (_plan(methods=("raw",), seeds=(0,), algorithm="basin"),
                   make_plan([PROBLEM], [BACKBONE], ["raw"], [0], BenchmarkSettings(BUDGET + 5))):
         runner = FakeRunner()
-        run_benchmark(other, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+        assert [o.status for o in execute_runs(other, out, runner, 1, _quiet)] == ["finished"]
         assert len(runner.calls) == 1
     runner = FakeRunner()
     # the folder now holds 15 relaxations: 10 are run again (a real search reads its first 10 back)
     run_benchmark(plan, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
     assert len(runner.calls) == 1
+
+
+def test_a_resume_with_other_settings_is_refused_and_a_larger_plan_extends(tmp_path):
+    from uipbench.search.benchmark import BenchmarkInputError
+
+    out = tmp_path / "b"
+    run_benchmark(_plan(methods=("raw",), seeds=(0,)), out, runner=FakeRunner(), labeller=FakeLabeller(), log=_quiet)
+    before = (out / "benchmark.json").read_text()
+    for other, named in ((_plan(methods=("raw",), seeds=(0,), algorithm="basin"), "algorithm 'random' there, 'basin'"),
+                         (make_plan([PROBLEM], [BACKBONE], ["raw"], [0], BenchmarkSettings(BUDGET + 5, label_top=1)),
+                          "budget 10 there, 15 now; label_top 2 there, 1 now"),
+                         (_plan(methods=("delta",), seeds=(0,)), "methods raw of the earlier plan missing")):
+        runner = FakeRunner()
+        with pytest.raises(BenchmarkInputError, match="choose another --out") as caught:
+            run_benchmark(other, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+        assert named in str(caught.value) and runner.calls == []
+        assert (out / "benchmark.json").read_text() == before
+    runner = FakeRunner()  # more seeds, another method and active learning (its rounds were unset: no al runs)
+    larger = _plan(methods=("raw", "delta", "al"), seeds=(0, 1), rounds=3, label_per_round=2)
+    result = run_benchmark(larger, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+    assert len(_searched(runner)) == 5 and json.loads((out / "benchmark.json").read_text())["seeds"] == [0, 1]
+    assert [o.status for o in result.outcomes].count("resumed") == 1
+
+
+def test_a_delta_run_of_another_model_is_refused_not_mixed(tmp_path):
+    out, plan = tmp_path / "b", _plan(methods=("delta",), seeds=(0,))
+    run_benchmark(plan, out, runner=FakeRunner(), labeller=FakeLabeller(), log=_quiet)
+    save(toy_model(0.5), out / "models" / BACKBONE, BACKBONE, "0" * 64)  # the model refitted, its run kept
+    runner, lines = FakeRunner(), []
+    result = run_benchmark(plan, out, runner=runner, labeller=FakeLabeller(), log=lines.append)
+    assert runner.calls == [] and [o.status for o in result.outcomes] == ["failed"]
+    assert result.scores[0].status == "failed" and result.cells[0].n == 0
+    message = json.loads((out / "failures.json").read_text())["runs"][0]["message"]
+    assert "holds a search with another Δ-model" in message and "move the folder aside" in message
+    assert delta_sha256(toy_model(0.0))[:12] in message and delta_sha256(toy_model(0.5))[:12] in message
+    assert any("another Δ-model" in line for line in lines)
+    assert (RunSpec(PROBLEM, BACKBONE, "delta", 0).folder(out) / "search.json").is_file()  # nothing deleted
 
 
 def test_a_failed_dft_point_is_recorded_skipped_and_not_retried(tmp_path):
@@ -297,7 +214,44 @@ def test_a_failed_dft_point_is_recorded_skipped_and_not_retried(tmp_path):
     again = FakeLabeller()
     run_benchmark(_plan(), out, runner=FakeRunner(), labeller=again, log=_quiet)
     assert again.calls == []
-    assert "SCF did not converge" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "SCF did not converge" in md
+    assert f"| {PROBLEM} | {BACKBONE} | raw | 0/1 | 1 |" in md  # the unscored run beside k/n
+    assert "k successes among the n runs *scored*" in md and "success_rate_all" in md
+
+
+def test_the_success_rate_of_all_runs_counts_the_unscored_ones():
+    from uipbench.search.benchmark.report import cell_rows, cell_table
+    from uipbench.search.benchmark.score import RunScore, aggregate
+
+    spec = RunSpec(PROBLEM, BACKBONE, "delta", 0)
+    scores = [RunScore(spec, "scored", success=True, dft_rank=1),
+              RunScore(RunSpec(PROBLEM, BACKBONE, "delta", 1), "scored", success=False, dft_rank=2),
+              RunScore(RunSpec(PROBLEM, BACKBONE, "delta", 2), "unlabelled"),
+              RunScore(RunSpec(PROBLEM, BACKBONE, "delta", 3), "failed")]
+    cell = aggregate(scores)[0]
+    assert (cell.successes, cell.n, cell.unscored) == (1, 2, 2)
+    assert cell.success_rate == 0.5 and cell.success_rate_all == 0.25
+    row = cell_rows([cell])[0]
+    assert row["success_rate"] == 0.5 and row["success_rate_all"] == 0.25
+    assert f"| {PROBLEM} | {BACKBONE} | Δ | 1/2 | 2 | 1.5 |" in cell_table([cell])
+
+
+def test_a_structure_without_a_finite_dft_energy_is_no_dft_point(tmp_path):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from uipbench.search.benchmark.collect import RunResult
+    from uipbench.search.benchmark.labelling import pool_al
+
+    good, bad = structure("dispersed"), structure("dimer")
+    for atoms, energy in ((good, -10.0), (bad, float("nan"))):
+        atoms.calc = SinglePointCalculator(atoms, energy=energy)
+        atoms.info.update(problem=PROBLEM)
+    write(tmp_path / "labelled.extxyz", [good, bad], format="extxyz")
+    assert [p.energy for p in read_labelled(tmp_path).values()] == [-10.0]  # a NaN energy would be the reference
+    run = RunResult(RunSpec(PROBLEM, BACKBONE, "al", 0), (), 0, 0.0, None, al_labelled=(bad,))
+    protocols = {PROBLEM: type("Protocol", (), {"name": "p"})()}
+    assert pool_al([run], tmp_path / "al", {}, protocols) == 0  # an active-learning label with a NaN: not pooled
 
 
 def test_the_run_commands():
@@ -307,8 +261,8 @@ def test_the_run_commands():
     al = search_argv(RunSpec(PROBLEM, BACKBONE, "al", 2), settings, "/o")
     assert al[:9] == ["search", PROBLEM, "--backbone", BACKBONE, "--active-learning", "--rounds", "3",
                       "--label-per-round", "2"]
-    assert _option(al, "--budget") == "7" and _option(al, "--seed") == "2" and _option(al, "--algorithm") == "basin"
-    assert _option(al, "--out") == f"/o/runs/{PROBLEM}/{BACKBONE}/al/seed-2"
+    assert option(al, "--budget") == "7" and option(al, "--seed") == "2" and option(al, "--algorithm") == "basin"
+    assert option(al, "--out") == f"/o/runs/{PROBLEM}/{BACKBONE}/al/seed-2"
     raw = search_argv(RunSpec(PROBLEM, BACKBONE, "raw", 0), settings, "/o")
     assert "--delta" not in raw and "--active-learning" not in raw
 
@@ -384,6 +338,79 @@ def test_a_torn_model_is_fitted_again_with_force(tmp_path):
     run_benchmark(_plan(methods=("delta",), seeds=(0,)), out, runner=runner, labeller=FakeLabeller(), log=_quiet)
     assert runner.calls[0][:2] == ["delta", "fit"] and runner.calls[0][-1] == "--force"
     assert json.loads((out / "models" / f"{BACKBONE}.fit.json").read_text())["cpu_seconds"] >= 0
+
+
+def test_a_model_fitted_on_other_training_data_is_refused_one_put_there_by_hand_is_used(tmp_path, monkeypatch):
+    from uipbench.datasets import io as datasets_io
+    from uipbench.search.benchmark import BenchmarkInputError
+
+    data = tmp_path / "datasets"
+    (data / "cu-s").mkdir(parents=True)
+    (data / "cu-s" / "structures.extxyz").write_text("the training data\n")
+    monkeypatch.setattr(datasets_io, "default_root", lambda: data)
+    out, plan = tmp_path / "b", _plan(methods=("delta",), seeds=(0,))
+    run_benchmark(plan, out, runner=FakeRunner(), labeller=FakeLabeller(), log=_quiet)
+    record = json.loads((out / "models" / f"{BACKBONE}.fit.json").read_text())
+    assert list(record["training_data_sha256"]) == ["cu-s"]
+    (data / "cu-s" / "structures.extxyz").write_text("the training data, relabelled\n")
+    runner = FakeRunner()
+    with pytest.raises(BenchmarkInputError, match=r"fitted on other training data than the datasets hold now: "
+                                                  r"cu-s \(changed\).*Choose another --out, or delete .*\.\*"):
+        run_benchmark(plan, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+    assert runner.calls == []
+    by_hand = tmp_path / "c"  # a model put there by hand: no record, used as it is, said once
+    save(toy_model(), by_hand / "models" / BACKBONE, BACKBONE, "0" * 64)
+    runner, lines = FakeRunner(), []
+    result = run_benchmark(plan, by_hand, runner=runner, labeller=FakeLabeller(), log=lines.append)
+    assert _searched(runner) == [("delta", 0)] and not any(a[:2] == ["delta", "fit"] for a in runner.calls)
+    assert [o.status for o in result.outcomes] == ["finished"]
+    assert sum("no record of its training data" in line for line in lines) == 1
+
+
+def test_the_fit_embeds_through_a_cache_of_its_own_and_the_report_says_so(tmp_path, monkeypatch):
+    import os
+    import subprocess
+
+    from uipbench.search.benchmark import CliRunner
+    from uipbench.search.benchmark import run as run_module
+
+    plan = _plan(methods=("delta",), seeds=(0,))
+    for name, warm in (("b", False), ("c", True)):
+        out, runner = tmp_path / name, FakeRunner()
+        cache = out.absolute() / "models" / ".cache" / BACKBONE
+        if warm:  # a fit retried after a kill: its cache holds some embeddings
+            (cache / "x").mkdir(parents=True)
+            (cache / "x" / "0.npz").write_bytes(b"")
+        run_benchmark(plan, out, runner=runner, labeller=FakeLabeller(), log=_quiet)
+        assert runner.calls[0][:2] == ["delta", "fit"] and runner.envs[0] == {"UIPBENCH_CACHE_DIR": str(cache)}
+        assert runner.envs[1] is None  # the search: the shared cache
+        record = json.loads((out / "models" / f"{BACKBONE}.fit.json").read_text())
+        assert record["embedding_cache"] == str(cache) and record["embedding_cache_empty_before"] is (not warm)
+        md = (out / "report.md").read_text()
+        assert "embedding cache of its own" in md
+        assert (f"Δ-fit of {BACKBONE}: its own cache held embeddings already" if warm else
+                f"Δ-fit of {BACKBONE}: embedded every training structure") in md
+    seen = {}
+
+    def child(args, **kwargs):
+        seen.update(kwargs)
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(run_module, "run_child", child)
+    runner = CliRunner(tmp_path / "logs")
+    assert runner(["delta", "fit", "--out", str(tmp_path / "m")], env={"UIPBENCH_CACHE_DIR": "/c"}) == 0
+    assert seen["env"]["UIPBENCH_CACHE_DIR"] == "/c" and seen["env"]["PATH"] == os.environ["PATH"]
+    assert (tmp_path / "logs" / "delta-m.log").read_text().startswith("$ UIPBENCH_CACHE_DIR=/c uipbench delta fit")
+
+
+def test_the_cpu_time_of_a_child_is_measured():
+    import sys
+
+    from uipbench._interrupt import children_cpu_seconds, run_child
+
+    before = children_cpu_seconds()
+    run_child([sys.executable, "-c", "sum(i * i for i in range(2_000_000))"])
+    assert children_cpu_seconds() - before > 0.05  # the loop alone takes ~0.1 s of CPU
 
 
 def test_sigint_ends_the_running_children_and_cancels_the_rest(tmp_path):

@@ -42,7 +42,8 @@ def run_command(args: argparse.Namespace, commands: Mapping[str, argparse.Argume
     _check_commands(plan, args.out, commands)
     result = run_benchmark(plan, args.out, jobs=args.jobs, report_only=args.report_only)
     for c in result.cells:
-        print(f"{c.problem} {c.backbone} {c.method}: success {c.successes}/{c.n}")
+        print(f"{c.problem} {c.backbone} {c.method}: success {c.successes}/{c.n} scored"
+              + (f" ({c.unscored} not scored)" if c.unscored else ""))
     print(f"report: {result.report} (and {result.report.with_suffix('.html')})")
     return 0
 

@@ -115,14 +115,39 @@ def _finished_active(folder: Path, settings: BenchmarkSettings) -> bool:
             settings.label_per_round and (active.get("search") or {}).get("algorithm") == settings.algorithm)
 
 
-def run_finished(spec: RunSpec, out: Path, settings: BenchmarkSettings) -> bool:
+def recorded_delta_sha256(spec: RunSpec, out: Path) -> str | None:
+    """The ``delta_sha256`` of the Δ-model the search in the run's folder was started with (None: no
+    search there, or one without a Δ-model)."""
+    summary = _read_json(spec.folder(out) / "search.json")
+    return (summary.get("identity") or {}).get("delta_sha256") if isinstance(summary, dict) else None
+
+
+def model_clash(spec: RunSpec, out: Path, model_sha256: str | None) -> str | None:
+    """Why a ``delta`` run's folder cannot be used with the Δ-model ``model_sha256`` (its hash,
+    :func:`uipbench.search.store.delta_sha256`): its search, finished or not, was started with another
+    (a refitted) model; None when it can (another method, no search yet, or the same model)."""
+    if spec.method != "delta" or not (spec.folder(out) / "search.json").is_file():
+        return None
+    recorded = recorded_delta_sha256(spec, out)
+    if recorded == model_sha256:
+        return None
+    return (f"its folder {spec.folder(out)} holds a search with another Δ-model (delta_sha256 {str(recorded)[:12]}… "
+            f"in its search.json, {str(model_sha256)[:12]}… of the model in {Path(out) / 'models'} now): two models' "
+            f"runs would be mixed, so it is neither used nor run again; move the folder aside to run it with this "
+            f"model, or choose another --out")
+
+
+def run_finished(spec: RunSpec, out: Path, settings: BenchmarkSettings, model_sha256: str | None = None) -> bool:
     """The run's folder holds a finished run of these settings (budget, algorithm; active learning: as many
-    rounds, or converged earlier, and the same labels per round) and its minima."""
+    rounds, or converged earlier, and the same labels per round) and its minima; a ``delta`` run, one
+    with the Δ-model whose hash is ``model_sha256`` (None: no model, so never finished)."""
     folder = spec.folder(out)
     if not (folder / "minima.extxyz").is_file():
         return False
     if spec.method == "al":
         return _finished_active(folder, settings)
+    if spec.method == "delta" and (model_sha256 is None or recorded_delta_sha256(spec, out) != model_sha256):
+        return False
     return _finished_search(folder, settings.budget, settings.algorithm)
 
 

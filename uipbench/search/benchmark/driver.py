@@ -1,11 +1,14 @@
 """The whole benchmark in one resumable call: Δ-fits, runs, DFT of the candidates, scores, report.
 
-``OUT`` holds ``benchmark.json`` (the plan), ``models/`` (Δ-models and the CPU time of their fits),
+``OUT`` holds ``benchmark.json`` (the plan), ``models/`` (Δ-models, the CPU time and training data of their
+fits, and their embedding cache ``.cache/``),
 ``runs/`` (one search folder per run), ``logs/``, ``labelled.extxyz`` (the DFT single points, with
 provenance), ``.labelling/`` (GPAW scratch), ``failures.json`` and the report.  One benchmark per
 ``OUT`` at a time (:class:`OutputLock`); running the same command again redoes only what is missing:
 finished runs are not run again, labelled structures are not labelled again, and a structure whose
-DFT failed is not retried (delete its entry in ``failures.json`` to retry it).
+DFT failed is not retried (delete its entry in ``failures.json`` to retry it).  A resume may add problems,
+backbones, methods and seeds; one with other shared settings (budget, algorithm, label_top, rounds,
+label_per_round) is refused (:func:`check_resume`): the earlier runs and labels would enter its reference.
 """
 from __future__ import annotations
 
@@ -20,11 +23,12 @@ from ..._atomic import write_json_atomic
 from ..._lock import OutputLock
 from .collect import Candidate, RunResult, read_run, run_finished
 from .labelling import Labeller, alias_points, label_candidates, pending_tasks, pool_al, read_labelled
-from .plan import BenchmarkPlan, RunSpec, fit_record_path
-from .run import CliRunner, Log, RunOutcome, Runner, execute_runs, fit_models
+from .plan import BenchmarkInputError, BenchmarkPlan, RunSpec, resume_differences
+from .run import CliRunner, Log, RunOutcome, Runner, execute_runs, fit_models, read_fit_record
 from .score import CellScore, RunScore, aggregate, problem_reference, score_run
 
 FAILURES_FILE = "failures.json"
+PLAN_FILE = "benchmark.json"
 
 
 def _stderr(line: str) -> None:
@@ -84,11 +88,29 @@ class BenchmarkResult:
     report: Path
 
 
-def _fit_cpu(out: Path, backbone: str) -> float:
+def _fit_cpu(record: dict[str, Any] | None) -> float:
     try:
-        return float(json.loads(fit_record_path(out, backbone).read_text())["cpu_seconds"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return float(record["cpu_seconds"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
         return math.nan  # a model put there by hand: its cost is unknown
+
+
+def check_resume(plan: BenchmarkPlan, out: Path) -> None:
+    """Refuse to resume ``out`` when its ``benchmark.json`` holds a plan ``plan`` does not extend
+    (:func:`~.plan.resume_differences`), naming the differences."""
+    path = Path(out) / PLAN_FILE
+    if not path.exists():
+        return
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BenchmarkInputError(f"{path}: unreadable ({exc}); choose another --out") from None
+    differences = resume_differences(previous, plan)
+    if differences:
+        raise BenchmarkInputError(
+            f"--out {out} holds another benchmark ({path}): {'; '.join(differences)}. Its runs and DFT labels "
+            f"would enter this one's reference and ranks: resume it with the same settings (problems, backbones, "
+            f"methods and seeds may only be added), or choose another --out")
 
 
 def _read_runs(plan: BenchmarkPlan, out: Path, outcomes: list[RunOutcome], failures: Failures) -> dict:
@@ -126,7 +148,8 @@ def run_benchmark(plan: BenchmarkPlan, out: Path, *, runner: Runner | None = Non
     problems = {name: load_problem(name) for name in plan.problems}
     runner = runner or CliRunner(out / "logs")
     with OutputLock(out, command=" ".join(["uipbench search-benchmark", *sys.argv[2:]])):
-        write_json_atomic(out / "benchmark.json", {"format": "uipbench-search-benchmark", **plan.to_dict()})
+        check_resume(plan, out)
+        write_json_atomic(out / PLAN_FILE, {"format": "uipbench-search-benchmark", **plan.to_dict()})
         failures = Failures(out)
         if report_only:
             failed_models: dict[str, str] = {}
@@ -149,13 +172,14 @@ def run_benchmark(plan: BenchmarkPlan, out: Path, *, runner: Runner | None = Non
         points = read_labelled(out)
         points.update(alias_points(candidates, points, n_adsorbates))  # the same minimum found by other runs
         references = {n: problem_reference(n, points.values(), p.n_adsorbates) for n, p in problems.items()}
-        fit_cpu = {b: _fit_cpu(out, b) for b in plan.delta_backbones}
+        fits = {b: read_fit_record(out, b) for b in plan.delta_backbones}
+        fit_cpu = {b: _fit_cpu(record) for b, record in fits.items()}
         scores = [score_run(runs[o.spec], references[o.spec.problem], points, problems[o.spec.problem].n_adsorbates,
                             fit_cpu.get(o.spec.backbone, 0.0)) if o.spec in runs else RunScore(o.spec, "failed")
                   for o in outcomes]
         cells = aggregate(scores)
         from .report import write_report
 
-        report = write_report(out, plan, runs, scores, cells, references, points, failures.lines())
+        report = write_report(out, plan, runs, scores, cells, references, points, failures.lines(), fits)
         log(f"report: {report}")
         return BenchmarkResult(out, outcomes, scores, cells, labelled, report)

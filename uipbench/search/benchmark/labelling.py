@@ -30,6 +30,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ...datasets.io import read_structures, structure_hash
 from ...datasets.label import LabelRecord, LabelTask, append_structures, labelled_structure
 from ...datasets.protocol import ReferenceProtocol
+from ...harness.fit import dft_energy
 from ..minima import F_TOL, fingerprint, fingerprint_distance
 from .collect import Candidate, RunResult
 from .run import Log, drain
@@ -62,12 +63,6 @@ def key_of(candidate: Candidate) -> PointKey:
     return (candidate.spec.problem, candidate.structure_hash)
 
 
-def _energy(atoms: Atoms) -> float | None:
-    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
-    value = results.get("energy", atoms.info.get("energy"))
-    return None if value is None else float(value)
-
-
 def core_seconds(atoms: Atoms) -> float:
     """DFT cost of a labelled structure: wall seconds x cores (NaN when it does not say)."""
     seconds = atoms.info.get("label_seconds")
@@ -80,7 +75,7 @@ def read_labelled(out: Path) -> dict[PointKey, DftPoint]:
     points = {}
     for atoms in (read_structures(path) if path.is_file() else []):
         # the hash of the geometry as read back, as every candidate's (the info's copy may read as a number)
-        energy = _energy(atoms)
+        energy = dft_energy(atoms)  # None: none, or not finite
         if energy is not None:
             point = DftPoint(structure_hash(atoms), str(atoms.info["problem"]), energy,
                              str(atoms.info.get("source", "top-k")), core_seconds(atoms), atoms)
@@ -96,7 +91,7 @@ def _provenance(candidate: Candidate, source: str) -> dict:
 
 
 def _al_structure(run: RunResult, atoms: Atoms) -> tuple[PointKey, Atoms] | None:
-    energy = _energy(atoms)
+    energy = dft_energy(atoms)  # None: none, or not finite
     if energy is None:
         return None
     key = structure_hash(atoms)

@@ -81,6 +81,40 @@ class BenchmarkPlan:
                 "seeds": list(self.seeds), "settings": self.settings.to_dict()}
 
 
+#: the plan's lists a resumed benchmark may extend (a superset of those in ``benchmark.json``)
+GROWING = ("problems", "backbones", "methods", "seeds")
+#: settings that apply only to the runs of one method: compared only when the earlier plan has it
+METHOD_SETTINGS = {"rounds": "al", "label_per_round": "al"}
+
+
+def resume_differences(previous: dict[str, Any], plan: BenchmarkPlan) -> list[str]:
+    """Why ``plan`` cannot resume the benchmark whose ``benchmark.json`` is ``previous`` (empty: it can).
+
+    Problems, backbones, methods and seeds may only be added (a larger benchmark extends a smaller one:
+    every labelled structure and finished run of the earlier plan is part of the new one); the settings
+    every run shares must be equal, since the runs, the labelled structures and so the reference
+    (the lowest DFT energy) and the ranks of the earlier plan stay in the folder.  ``rounds`` and
+    ``label_per_round`` only count when the earlier plan had method ``al`` (it had no such runs otherwise).
+    """
+    if not isinstance(previous, dict) or previous.get("format") != "uipbench-search-benchmark":
+        return ["it is not a search benchmark's plan"]
+    differences = []
+    now = plan.to_dict()
+    for what in GROWING:
+        before = previous.get(what) or []
+        dropped = [v for v in before if v not in now[what]]
+        if dropped:
+            differences.append(f"{what} {' '.join(map(str, dropped))} of the earlier plan missing")
+    earlier = previous.get("settings") or {}
+    for name, value in now["settings"].items():
+        method = METHOD_SETTINGS.get(name)
+        if method is not None and method not in (previous.get("methods") or []):
+            continue
+        if earlier.get(name) != value:
+            differences.append(f"{name} {earlier.get(name)!r} there, {value!r} now")
+    return differences
+
+
 def model_path(out: Path, backbone: str) -> Path:
     """Base path of a backbone's Δ-model (``.json`` + ``.npz``)."""
     return Path(out) / "models" / backbone
@@ -100,6 +134,12 @@ def model_exists(out: Path, backbone: str) -> bool:
 def fit_record_path(out: Path, backbone: str) -> Path:
     """Where the CPU time of a backbone's Δ-fit is kept."""
     return _beside(model_path(out, backbone), ".fit.json")
+
+
+def fit_cache_path(out: Path, backbone: str) -> Path:
+    """The embedding cache of a backbone's Δ-fit (``UIPBENCH_CACHE_DIR`` of its ``uipbench delta fit``): its
+    own, not the shared one, so the fit's CPU time always includes embedding its training structures."""
+    return Path(out).absolute() / "models" / ".cache" / backbone
 
 
 def delta_fit_argv(out: Path, backbone: str) -> list[str]:

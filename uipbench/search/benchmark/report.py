@@ -21,6 +21,11 @@ CAVEAT = ("Every candidate gets one DFT single point at the geometry the backbon
           "end in the same minimum (or swap order) are scored as they stand. E_min^DFT is the lowest energy among "
           "the structures labelled here (all runs' top candidates and the structures the active-learning runs "
           "labelled), not the true global minimum: a structure no run found is not in the reference.")
+DENOMINATOR = ("Success k/n: k successes among the n runs *scored*, those whose predicted minimum has a DFT energy. "
+               "'Not scored' counts the runs left out of n: runs that failed, and runs whose predicted minimum has no "
+               "DFT energy (its single point failed: `failures.json`), so a method whose DFT fails more often is not "
+               "penalised by k/n; the figure plots k/n too. `cells.csv` also gives `success_rate_all` = k / (n + not "
+               "scored), every run of the cell in the denominator and an unscored one counted as no success.")
 COSTS = ("CPU time per run: raw = the search's relaxations (search.json); Δ = those plus the whole Δ-fit of the "
          "backbone (CPU of the fit's processes, counted in full for every Δ run, though one fit serves all "
          "problems and seeds; the DFT data it was fitted on is not counted); active learning = the relaxations "
@@ -31,6 +36,22 @@ COSTS = ("CPU time per run: raw = the search's relaxations (search.json); Δ = t
          "success include the earlier rounds' relaxations (the final minima need every round). The Δ-model of "
          "`delta` is fitted once per backbone on `uipbench delta fit`'s default systems; active learning starts "
          "from the problem's own metal system and adds its labels.")
+FIT_CACHE = ("A Δ-fit's CPU time depends on whether its training structures' embeddings were cached already, so each "
+             "fit embeds through an embedding cache of its own, `models/.cache/<backbone>`, empty before it: its CPU "
+             "time includes embedding every training structure with the backbone, whatever the shared cache holds.")
+
+
+def fit_note(backbone: str, record: dict[str, Any] | None) -> str:
+    """How a backbone's Δ-fit was timed, from its ``models/<backbone>.fit.json`` (None: there is none)."""
+    if record is None:
+        return f"{backbone}: a Δ-model put there by hand, its fit's CPU time unknown (not counted)"
+    empty = record.get("embedding_cache_empty_before")
+    if empty is None:
+        return (f"{backbone}: fitted through the shared embedding cache (by an older uipbench), so its CPU time "
+                f"leaves out the embeddings that cache held already")
+    return f"{backbone}: " + ("embedded every training structure (its own cache was empty)" if empty else
+                              "its own cache held embeddings already (a fit retried after a kill): its CPU time "
+                              "may leave some out")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -60,7 +81,8 @@ def run_rows(scores: Sequence[RunScore]) -> list[dict[str, Any]]:
 
 def cell_rows(cells: Sequence[CellScore]) -> list[dict[str, Any]]:
     return [{"problem": c.problem, "backbone": c.backbone, "method": c.method, "n": c.n, "successes": c.successes,
-             "success_rate": c.success_rate, "unscored": c.unscored, "median_dft_rank": c.median_dft_rank,
+             "success_rate": c.success_rate, "unscored": c.unscored, "success_rate_all": c.success_rate_all,
+             "median_dft_rank": c.median_dft_rank,
              "bonds_predicted": " ".join(map(str, c.bonds_predicted)), "bonds_dft_lowest": c.bonds_dft_lowest,
              "mean_gap_error": c.mean_gap_error, "median_cpu_seconds": c.median_cpu_seconds,
              "median_cpu_seconds_to_success": c.median_cpu_to_success,
@@ -81,17 +103,16 @@ def candidate_rows(runs: dict, points: dict[PointKey, DftPoint]) -> list[dict[st
 
 def cell_table(cells: Sequence[CellScore]) -> str:
     m = METRICS
-    head = ["problem", "backbone", "method", "success k/n", f"median {m['dft_rank'].label}",
+    head = ["problem", "backbone", "method", "success k/n", "not scored", f"median {m['dft_rank'].label}",
             f"{m['adsorbate_bonds'].label}: predicted (per seed) / DFT-lowest",
             f"mean {m['gap_error'].axis_label}", f"median {m['cpu_seconds'].axis_label}",
-            f"median {m['cpu_seconds_to_success'].axis_label}", f"median {m['evaluations_to_success'].axis_label}",
-            "not scored"]
+            f"median {m['cpu_seconds_to_success'].axis_label}", f"median {m['evaluations_to_success'].axis_label}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     for c in cells:
         bonds = f"{' '.join(map(str, c.bonds_predicted)) or '–'} / {_fmt(c.bonds_dft_lowest)}"
-        row = [c.problem, c.backbone, METHOD_LABELS.get(c.method, c.method), f"{c.successes}/{c.n}",
+        row = [c.problem, c.backbone, METHOD_LABELS.get(c.method, c.method), f"{c.successes}/{c.n}", str(c.unscored),
                _fmt(c.median_dft_rank, 1), bonds, _fmt(c.mean_gap_error), _fmt(c.median_cpu_seconds, 1),
-               _fmt(c.median_cpu_to_success, 1), _fmt(c.median_evaluations_to_success, 1), str(c.unscored)]
+               _fmt(c.median_cpu_to_success, 1), _fmt(c.median_evaluations_to_success, 1)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -112,8 +133,9 @@ def _references(references: dict[str, ProblemReference | None], points: dict[Poi
 
 def write_report(out: Path, plan: BenchmarkPlan, runs: dict, scores: Sequence[RunScore], cells: Sequence[CellScore],
                  references: dict[str, ProblemReference | None], points: dict[PointKey, DftPoint],
-                 failures: list[str]) -> Path:
-    """Every report file under ``out``; returns ``report.md``."""
+                 failures: list[str], fits: dict[str, dict[str, Any] | None] | None = None) -> Path:
+    """Every report file under ``out``; returns ``report.md``.  ``fits``: the ``.fit.json`` of each
+    Δ-fit by backbone (:func:`fit_note`)."""
     out = Path(out)
     for name, rows in (("runs.csv", run_rows(scores)), ("cells.csv", cell_rows(cells)),
                        ("candidates.csv", candidate_rows(runs, points))):
@@ -122,14 +144,15 @@ def write_report(out: Path, plan: BenchmarkPlan, runs: dict, scores: Sequence[Ru
     figure = success_vs_cpu(cells, figures).relative_to(out).as_posix()
     pictures = [minima_picture(p, ref, scores, runs, points, figures).relative_to(out).as_posix()
                 for p, ref in references.items() if ref is not None]
-    blocks = _blocks(plan, cells, references, points, figure, pictures, failures)
+    costs = f"{COSTS} {FIT_CACHE}" + "".join(f" Δ-fit of {fit_note(b, r)}." for b, r in (fits or {}).items())
+    blocks = _blocks(plan, cells, references, points, figure, pictures, failures, costs)
     write_text_atomic(out / "report.md", "\n\n".join(text for kind, text in blocks if kind != "html") + "\n")
     write_html(blocks, out / "report.html", title="uipbench search benchmark")
     return out / "report.md"
 
 
 def _blocks(plan: BenchmarkPlan, cells: Sequence[CellScore], references: dict, points: dict, figure: str,
-            pictures: list[str], failures: list[str]) -> list[Block]:
+            pictures: list[str], failures: list[str], costs: str = COSTS) -> list[Block]:
     s = plan.settings
     methods = ", ".join(METHOD_LABELS.get(m, m) for m in plan.methods)
     al = f"; active learning: {s.rounds} rounds, {s.label_per_round} labelled per round" if "al" in plan.methods else ""
@@ -147,8 +170,9 @@ def _blocks(plan: BenchmarkPlan, cells: Sequence[CellScore], references: dict, p
         ("md", f"**What a single point leaves out.** {CAVEAT}"),
         ("md", "## Results per problem, backbone and method"),
         ("md", cell_table(cells)),
+        ("md", DENOMINATOR),
         ("md", f"Reference: {_references(references, points)}"),
-        ("md", COSTS),
+        ("md", costs),
         ("md", "## Success rate against CPU time"),
         ("md", f"![success rate vs CPU time]({figure})"),
         ("md", "## Predicted minima and the DFT-lowest structure"),

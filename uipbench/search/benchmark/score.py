@@ -163,7 +163,14 @@ class CellScore:
 
     @property
     def success_rate(self) -> float:
+        """Successes among the scored runs (``n``): the runs ``unscored`` are left out of the denominator."""
         return self.successes / self.n if self.n else math.nan
+
+    @property
+    def success_rate_all(self) -> float:
+        """Successes among every run of the cell, an unscored run counted as no success."""
+        total = self.n + self.unscored
+        return self.successes / total if total else math.nan
 
 
 def _median(values: Iterable[float]) -> float:
