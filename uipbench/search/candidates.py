@@ -14,6 +14,15 @@ pulls ray and friends (about 1 GB) and pins ``ase==3.27.0`` and ``numpy==2.2.6``
 downgrade the environments every backbone runs in.  What a search needs from an engine –
 constrained random starts, local relaxation with any ASE calculator, a Metropolis walk, and a
 similarity rule – is small with ase and ase-ga, and stays a pure function of its seed.
+
+StartGenerator tests the distances to the slab only once every adsorbate is placed, so a composition
+holding the slab's own metal (a Cu_nO_m overlayer on Cu: each Cu at least 2.2 Å from every slab Cu)
+is rejected nearly every draw.  Such problems are placed atom by atom instead (:meth:`CandidateGenerator.
+random`, :func:`_place_sequentially`): each adsorbate, in a random order, is drawn uniformly in the same
+region until it respects the minimum distances to the slab and to the adsorbates placed before it and
+lies within twice a minimum distance of one of them (StartGenerator's no-isolated-atom rule); the
+candidate starts over when one cannot be placed.  Problems of other adsorbates (S on a metal) keep
+StartGenerator's candidates, so their searches are what they were.
 """
 from __future__ import annotations
 
@@ -26,6 +35,8 @@ from .problem import SearchProblem
 #: draws StartGenerator may make for one candidate before the problem counts as unplaceable (a 3x3
 #: problem with 3-4 S needs about 6 ms for a candidate, a failed one about 1 s at 0.25 ms a draw)
 MAX_PLACEMENT_DRAWS = 4_000
+#: draws for one atom placed atom by atom before the candidate starts over
+TRIES_PER_ATOM = 200
 #: basin-hopping moves drawn before one that respects the constraints; then a fresh random start
 MAX_MOVE_DRAWS = 200
 
@@ -67,9 +78,14 @@ class CandidateGenerator:
         self.z_top = top_height(self.template)
 
     def random(self, rng: np.random.Generator) -> Atoms:
-        """A random start (ase-ga StartGenerator), deterministic for a given ``rng`` state."""
+        """A random start (ase-ga StartGenerator), deterministic for a given ``rng`` state; the template
+        itself for a clean-slab problem (no adsorbates)."""
         from ase_ga.startgenerator import StartGenerator
 
+        if not self.problem.composition:
+            return self._finish(self.template.copy())
+        if set(self.problem.adsorbate_symbols) & set(self.template.get_chemical_symbols()):
+            return self._finish(self._sequential(rng))
         blocks = [(element, count) for element, count in self.problem.composition]
         generator = StartGenerator(self.template, blocks, self.blmin, box_to_place_in=region_box(self.problem,
                                    self.template), rng=rng)
@@ -80,6 +96,16 @@ class CandidateGenerator:
                 f"{self.problem.height_range} Å above the surface at the minimum distances in "
                 f"{MAX_PLACEMENT_DRAWS} draws; the composition does not fit this cell")
         return self._finish(candidate)
+
+    def _sequential(self, rng: np.random.Generator) -> Atoms:
+        placed = _place_sequentially(self.template, self.problem.adsorbate_symbols, self.blmin,
+                                     region_box(self.problem, self.template), rng)
+        if placed is None:
+            raise CandidateError(
+                f"{self.problem.name}: could not place {_formula(self.problem)} atom by atom in the region "
+                f"{self.problem.height_range} Å above the surface at the minimum distances in "
+                f"{MAX_PLACEMENT_DRAWS} draws; the composition does not fit this cell")
+        return placed
 
     def perturb(self, atoms: Atoms, rng: np.random.Generator, step: float) -> Atoms | None:
         """Each adsorbate displaced by a random vector in a ball of radius ``step`` (Å), kept only when
@@ -110,6 +136,46 @@ class CandidateGenerator:
         candidate.pbc = self.template.pbc
         candidate.info = {"problem": self.problem.name}
         return candidate
+
+
+def _place_sequentially(template: Atoms, symbols: list[str], blmin: dict[tuple[int, int], float], box: list,
+                        rng: np.random.Generator) -> Atoms | None:
+    """``template`` plus ``symbols`` (in this order) placed one at a time in ``box`` (see the module
+    docstring); an atom not placed in :data:`TRIES_PER_ATOM` draws starts the candidate over; None after
+    :data:`MAX_PLACEMENT_DRAWS` draws in all."""
+    p0, vectors = box[0], np.array(box[1])
+    numbers = [atomic_numbers[s] for s in symbols]
+    draws = 0
+    while draws < MAX_PLACEMENT_DRAWS:
+        atoms, order = template.copy(), rng.permutation(len(symbols))
+        for k in order:
+            point, used = _draw_point(atoms, numbers[k], blmin, p0, vectors, rng,
+                                      min(TRIES_PER_ATOM, MAX_PLACEMENT_DRAWS - draws))
+            draws += used
+            if point is None:
+                break
+            atoms += Atoms(numbers=[numbers[k]], positions=[point])
+        else:
+            n = len(template)
+            out = atoms[list(range(n)) + [n + int(j) for j in np.argsort(order)]]  # the problem's order
+            out.set_tags(list(template.get_tags()) + [0] * len(symbols))
+            return out
+    return None
+
+
+def _draw_point(atoms: Atoms, number: int, blmin: dict[tuple[int, int], float], p0: np.ndarray,
+                vectors: np.ndarray, rng: np.random.Generator, tries: int) -> tuple[np.ndarray | None, int]:
+    """A point of the box at least the minimum distances from every atom of ``atoms`` and within twice
+    one of them, and the draws it took (None when ``tries`` draws found none)."""
+    from ase.geometry import get_distances
+
+    limits = np.array([blmin[(number, int(z))] for z in atoms.numbers])
+    for draw in range(1, tries + 1):
+        point = p0 + rng.random(3) @ vectors
+        _, d = get_distances(point, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        if np.all(d[0] >= limits) and np.any(d[0] < 2 * limits):
+            return point, draw
+    return None, tries
 
 
 def _ball(rng: np.random.Generator, n: int, radius: float) -> np.ndarray:
