@@ -74,7 +74,7 @@ def _labelled(protocol: str = "gpaw-lcao-dzp-pbe-v1", o2_magmom: float = 2.0, sk
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=np.zeros((len(atoms), 3)))
         atoms.info["protocol"] = protocol
         if entry.reference == "O2":
-            atoms.info["magmom"] = o2_magmom
+            atoms.info["dft_magmom"] = o2_magmom
         out.append(atoms)
     return out
 

@@ -37,7 +37,7 @@ class CellShape:
 
 #: the '8' Cu oxide on Cu(111): |3 2; −1 2| of the 1x1 cell, eight 1x1 cells (Richter, Kim, Stampfl, Soon,
 #: arXiv:1411.0276); its cell vectors are √19 and √3 nearest-neighbour distances long
-OXIDE_8 = CellShape("8", ((3, 2), (-1, 2)), max_sulfur=0)
+OXIDE_8 = CellShape("oxide-8", ((3, 2), (-1, 2)), max_sulfur=0)
 
 
 def matrix_determinant(matrix: Matrix) -> int:

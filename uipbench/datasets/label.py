@@ -48,6 +48,8 @@ GPAW_PYTHON = gpaw_python()
 RUNNER = Path(__file__).with_name("gpaw_runner.py")
 
 Relaxer = Callable[[Atoms], Atoms]
+#: ``atoms.info`` key of the total magnetic moment (μB) a spin-polarised labelling converged to
+MAGMOM_KEY = "dft_magmom"
 
 if TYPE_CHECKING:
     from ..executors import ExecutorSpec
@@ -224,8 +226,8 @@ def labelled_structure(atoms: Atoms, result: dict, protocol: ReferenceProtocol, 
     )
     if cores > 1:  # one-core structures carry no such key (as before MPI ranks were a setting)
         out.info["label_cores"] = int(cores)
-    if result.get("magmom") is not None:  # spin-polarised (a molecule): the moment it converged to
-        out.info["magmom"] = round(float(result["magmom"]), 4)
+    if result.get("magmom") is not None:  # spin-polarised (a molecule): the moment it converged to (μB; not
+        out.info[MAGMOM_KEY] = round(float(result["magmom"]), 4)  # "magmom", which extxyz reads as a result)
     return out
 
 

@@ -181,7 +181,7 @@ def check_references(structures: Sequence[Atoms], protocol: str, where: str) -> 
             raise ReferenceError(f"{where}: reference {name} was labelled with protocol "
                                  f"{atoms.info.get('protocol')!r}, the slabs with {protocol!r}; energies of "
                                  f"different protocols do not share a zero")
-        if atoms.info.get("reference") == "O2" and "magmom" in atoms.info:
-            if abs(float(atoms.info["magmom"]) - O2_MAGMOM) > O2_MAGMOM_TOLERANCE:
-                raise ReferenceError(f"{where}: reference {name} converged to {float(atoms.info['magmom']):.2f} μB, "
-                                     f"not the triplet ({O2_MAGMOM} μB)")
+        moment = atoms.info.get("dft_magmom") if atoms.info.get("reference") == "O2" else None
+        if moment is not None and abs(float(moment) - O2_MAGMOM) > O2_MAGMOM_TOLERANCE:
+            raise ReferenceError(f"{where}: reference {name} converged to {float(moment):.2f} μB, not the triplet "
+                                 f"({O2_MAGMOM} μB)")
