@@ -137,3 +137,26 @@ def test_clean_slab_and_oxide_searches_run_with_a_toy_backbone(tmp_path):
     assert oxide.best.atoms.get_chemical_formula() == "Cu28O3"
     for path in ("clean/minima.extxyz", "clean/minima.csv", "cu4o3/minima.extxyz"):
         assert (tmp_path / path).stat().st_size > 0
+
+
+def test_basin_moves_of_an_oxide_go_atom_by_atom_and_stay_valid():
+    problem = load_problem("cu-o8-cu6o4")
+    generator = CandidateGenerator(problem)
+    assert generator.atom_by_atom and not CandidateGenerator(load_problem("cu-s3-3x3")).atom_by_atom
+    limits = blmin(problem)
+    for k in range(4):
+        start = generator.random(rng_for(5, k, 0))
+        moved = generator.perturb(start, rng_for(5, k, 1), 1.5)
+        assert moved is not None and generator.is_valid(moved) and _contacts_respected(moved, 24, limits)
+        assert not np.allclose(moved.positions[24:], start.positions[24:])
+        np.testing.assert_allclose(moved.positions[:24], start.positions[:24])
+        again = generator.perturb(start, rng_for(5, k, 1), 1.5)
+        np.testing.assert_allclose(again.positions, moved.positions)
+
+
+def test_active_learning_base_data_follow_the_adsorbates():
+    from uipbench.search.active_command import default_systems
+
+    assert default_systems(load_problem("cu-o8-cu5o4")) == ["cu-o"]
+    assert default_systems(load_problem("cu-s3-3x3")) == ["cu-s"]
+    assert default_systems(load_problem("ag-s3-3x3")) == ["ag-s"]

@@ -3,7 +3,7 @@
 A search folder (``uipbench search PROBLEM ... --out DIR``) holds ``search.json`` (its identity: the
 problem card, backbone, weights, Δ-model) and ``minima.extxyz`` (its distinct minima, with the backbone's
 ``predicted_energy``); ``--seeds`` writes one such folder per seed under ``DIR/seed-S``.  Every folder
-given, or every such folder right below it, is read.  The runs of one problem (several seeds) are pooled
+given that is a search, or else every search folder below it, is read.  The runs of one problem (several seeds) are pooled
 and their minima made distinct again with the search's own rule (:func:`uipbench.search.minima.
 distinct_minima`): a minimum's members are every run's structure of it, its representative the lowest.
 
@@ -24,7 +24,7 @@ from ..datasets.io import read_structures, structure_hash
 
 SEARCH_FILE, MINIMA_FILE = "search.json", "minima.extxyz"
 #: what every problem of one phase diagram shares
-SLAB_KEYS = ("protocol", "slab", "min_distances")
+SLAB_KEYS = ("protocol", "slab")
 
 
 class SearchesError(ValueError):
@@ -72,15 +72,16 @@ class ProblemMinima:
 
 
 def search_folders(paths: Iterable[Path]) -> list[Path]:
-    """Each path holding a ``search.json``, else its subfolders holding one (``--seeds`` runs)."""
+    """Each path holding a ``search.json``, else every folder below it holding one (``--seeds`` runs, a
+    folder of searches of several problems)."""
     out: list[Path] = []
     for path in map(Path, paths):
         if (path / SEARCH_FILE).is_file():
             out.append(path)
             continue
-        found = sorted(p.parent for p in path.glob(f"*/{SEARCH_FILE}")) if path.is_dir() else []
+        found = sorted(p.parent for p in path.rglob(SEARCH_FILE)) if path.is_dir() else []
         if not found:
-            raise SearchesError(f"{path}: no search here ({SEARCH_FILE} neither in it nor in its subfolders)")
+            raise SearchesError(f"{path}: no search here ({SEARCH_FILE} neither in it nor in any folder below it)")
         out.extend(found)
     return list(dict.fromkeys(out))
 
