@@ -7,5 +7,5 @@
 * :mod:`.labelling` – labelling the references and the best minima into ``datasets/cu-o/`` (GPAW, resumable);
 * :mod:`.diagram` – the phase diagram of one backbone against DFT: tables, ``phases.json``;
 * :mod:`.report` – the figure and the Markdown/HTML section;
-* :mod:`.command` – ``uipbench oxide references|label|phase-diagram``.
+* :mod:`.run` – ``uipbench oxide phase-diagram`` (the command line: :mod:`uipbench.cli.oxide`).
 """
