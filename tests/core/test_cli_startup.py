@@ -29,7 +29,8 @@ def _probe(*argv: str) -> dict:
 @pytest.mark.parametrize("argv", [["--help"], ["backbones"], ["backbones", "--format", "json"],
                                   ["sweep", "--help"], ["regress", "--help"], ["mptrj-envs", "--help"],
                                   ["embed", "--help"], ["search", "--help"], ["search-benchmark", "--help"],
-                                  ["delta", "fit", "--help"]])
+                                  ["delta", "fit", "--help"], ["oxide", "phase-diagram", "--help"],
+                                  ["oxide", "label", "--help"]])
 def test_parser_and_backbones_import_no_heavy_package(argv):
     result = _probe(*argv)
     assert result["code"] == 0

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from . import backbones, dataset, delta, embed, mptrj, regress, search, search_benchmark, sweep
+from . import backbones, dataset, delta, embed, mptrj, oxide, regress, search, search_benchmark, sweep
 from .._interrupt import Interrupted, handle_signals
 from .common import dispatch, interrupted
 
 #: the command groups, in the order ``uipbench --help`` lists them; each has ``register(subparsers)``
-GROUPS = (dataset, backbones, embed, delta, sweep, search, search_benchmark, mptrj, regress)
+GROUPS = (dataset, backbones, embed, delta, sweep, search, search_benchmark, oxide, mptrj, regress)
 
 DESCRIPTION = ("Benchmark universal interatomic potentials on S adatoms on Cu/Ag/Au(111), raw and corrected by a "
                "Δ-GPR on each backbone's own per-atom embedding.")

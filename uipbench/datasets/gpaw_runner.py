@@ -5,7 +5,9 @@ Run by Debian's interpreter, not by the suite's virtual environment::
     /usr/bin/python3 gpaw_runner.py job.json result.json
 
 ``job.json`` holds ``numbers``, ``positions``, ``cell``, ``pbc`` and ``protocol``
-(a :class:`ReferenceProtocol` as a dict).  The result (energy, forces, GPAW
+(a :class:`ReferenceProtocol` as a dict); a bulk crystal's or a molecule's job also holds its
+``kind``, its ``kpts`` and, for a molecule, ``spinpol`` and the initial ``magmoms``
+(``protocol.kind_settings``), which take the place of the protocol's slab settings.  The result (energy, forces, GPAW
 version, wall time) is written atomically to ``result.json``, by MPI rank 0 alone
 when run as ``mpirun -np N python3 gpaw_runner.py ...``.  Only the standard library,
 NumPy, ASE and GPAW are imported here.
@@ -29,6 +31,22 @@ def kpoints(protocol: dict, cell_lengths) -> tuple[int, int, int]:
     )
 
 
+def calculator_settings(job: dict) -> dict:
+    """GPAW's keyword arguments for ``job`` (``txt`` aside): the protocol's, with a bulk crystal's or a
+    molecule's k-points and spin from the job."""
+    protocol = job["protocol"]
+    lengths = [math.sqrt(sum(x * x for x in vector)) for vector in job["cell"]]
+    kpts = tuple(job["kpts"]) if "kpts" in job else kpoints(protocol, lengths)
+    return {
+        "mode": protocol["mode"],
+        "basis": protocol["basis"],
+        "xc": protocol["xc"],
+        "spinpol": bool(job.get("spinpol", protocol["spinpol"])),
+        "setups": protocol["setups"],
+        "kpts": kpts,
+    }
+
+
 def label(job: dict, txt: str) -> dict:
     import gpaw
     from ase import Atoms
@@ -38,29 +56,25 @@ def label(job: dict, txt: str) -> dict:
     atoms = Atoms(
         numbers=job["numbers"], positions=job["positions"], cell=job["cell"], pbc=job["pbc"]
     )
-    lengths = atoms.cell.lengths()
-    calc = GPAW(
-        mode=protocol["mode"],
-        basis=protocol["basis"],
-        xc=protocol["xc"],
-        occupations=FermiDirac(protocol["fermi_dirac_width_ev"]),
-        spinpol=protocol["spinpol"],
-        setups=protocol["setups"],
-        kpts=kpoints(protocol, lengths),
-        txt=txt,
-    )
+    if "magmoms" in job:
+        atoms.set_initial_magnetic_moments(job["magmoms"])
+    settings = calculator_settings(job)
+    calc = GPAW(occupations=FermiDirac(protocol["fermi_dirac_width_ev"]), txt=txt, **settings)
     atoms.calc = calc
     start = time.perf_counter()
     energy = atoms.get_potential_energy()
     forces = atoms.get_forces()
     elapsed = time.perf_counter() - start
-    return {
+    result = {
         "energy": float(energy),
         "forces": forces.tolist(),
         "gpaw_version": gpaw.__version__,
-        "kpts": list(kpoints(protocol, lengths)),
+        "kpts": list(settings["kpts"]),
         "wall_seconds": elapsed,
     }
+    if settings["spinpol"]:
+        result["magmom"] = float(atoms.get_magnetic_moment())
+    return result
 
 
 def main(argv: list[str]) -> int:

@@ -20,6 +20,8 @@ from .protocol import PROTOCOL_NAME, SYSTEMS
 STRUCTURES_FILE = "structures.extxyz"
 #: the independent validation set of a system (``uipbench.datasets.validation``): scored on, never fitted on
 VALIDATION_FILE = "validation.extxyz"
+#: the reference structures of a system's thermodynamics (the Cu oxide: bulk Cu, O2, Cu2O): never fitted on
+REFERENCES_FILE = "references.extxyz"
 CARD_FILE = "card.json"
 
 
@@ -230,6 +232,12 @@ def validate(system: str, root: Path | None = None) -> ValidationReport:
             report.problems.append(str(exc))
         report.n_validation = len(validation)
         _check_structures(directory / VALIDATION_FILE, validation, report, seen)
+    if (directory / REFERENCES_FILE).exists():  # the oxide's references: labelled, under the protocol, unique
+        try:
+            _check_structures(directory / REFERENCES_FILE, read_structures(directory / REFERENCES_FILE), report,
+                              seen)
+        except DatasetError as exc:
+            report.problems.append(str(exc))
     try:
         card = load_card(system, root)
     except DatasetError as exc:

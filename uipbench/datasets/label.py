@@ -41,13 +41,15 @@ from .card import CARD_WRITERS, generator_settings, write_card, write_validation
 from .generate import PlanEntry, plan
 from .io import (STRUCTURES_FILE, VALIDATION_FILE, DatasetError, read_structures, structure_hash, to_extxyz_text,
                  with_results)
-from .protocol import PROTOCOL_V1, ReferenceProtocol, system_metal
+from .protocol import KIND_KEY, PROTOCOL_V1, ReferenceProtocol, kind_settings, system_metal
 from .validation import ValidationEntry, validation_generator_settings, validation_plan
 
 GPAW_PYTHON = gpaw_python()
 RUNNER = Path(__file__).with_name("gpaw_runner.py")
 
 Relaxer = Callable[[Atoms], Atoms]
+#: ``atoms.info`` key of the total magnetic moment (μB) a spin-polarised labelling converged to
+MAGMOM_KEY = "dft_magmom"
 
 if TYPE_CHECKING:
     from ..executors import ExecutorSpec
@@ -96,15 +98,10 @@ class LabelSettings:
         return runner if self.mpi_ranks == 1 else [self.mpirun, "-np", str(self.mpi_ranks), *runner]
 
 
-def run_gpaw(atoms: Atoms, scratch: Path, name: str, protocol: ReferenceProtocol = PROTOCOL_V1,
-             python: str = GPAW_PYTHON, settings: LabelSettings | None = None) -> dict:
-    """Label one structure; reuse a finished result for the same job from ``scratch``.
-
-    The job file (``<name>.job.json``) holds only what determines the result, so scratch
-    results of earlier runs, whatever their MPI ranks, are reused.
-    """
-    settings = settings or LabelSettings(python)
-    scratch.mkdir(parents=True, exist_ok=True)
+def job_for(atoms: Atoms, protocol: ReferenceProtocol = PROTOCOL_V1) -> dict:
+    """What determines a structure's DFT result: the structure, the protocol and, for a bulk crystal or a
+    molecule (``atoms.info["dft_kind"]``), the settings of its kind (:func:`kind_settings`); a slab's job
+    has no such keys, so it is the job v1 always wrote."""
     job = {
         "numbers": atoms.numbers.tolist(),
         "positions": atoms.positions.tolist(),
@@ -113,6 +110,22 @@ def run_gpaw(atoms: Atoms, scratch: Path, name: str, protocol: ReferenceProtocol
         "protocol": protocol.to_dict(),
         "structure_hash": structure_hash(atoms),
     }
+    job.update(kind_settings(str(atoms.info.get(KIND_KEY, "slab")), tuple(bool(p) for p in atoms.pbc),
+                             tuple(float(x) for x in atoms.cell.lengths()),
+                             [float(m) for m in atoms.get_initial_magnetic_moments()], protocol))
+    return job
+
+
+def run_gpaw(atoms: Atoms, scratch: Path, name: str, protocol: ReferenceProtocol = PROTOCOL_V1,
+             python: str = GPAW_PYTHON, settings: LabelSettings | None = None) -> dict:
+    """Label one structure; reuse a finished result for the same job from ``scratch``.
+
+    The job file (``<name>.job.json``) holds only what determines the result, so scratch
+    results of earlier runs, whatever their MPI ranks, are reused.
+    """
+    settings = settings or LabelSettings(python)
+    job = job_for(atoms, protocol)
+    scratch.mkdir(parents=True, exist_ok=True)
     job_path, result_path = scratch / f"{name}.job.json", scratch / f"{name}.result.json"
     if result_path.exists() and job_path.exists():
         try:
@@ -157,6 +170,8 @@ class LabelRecord:
     wall_seconds: float | None = None
     cores: int = 1
     error: str = ""
+    #: total magnetic moment (μB) of a spin-polarised calculation (a molecule); None for the rest
+    magmom: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -164,8 +179,11 @@ class LabelRecord:
 
     def result(self) -> dict:
         """The runner's result dict (what :func:`labelled_structure` takes)."""
-        return {"energy": self.energy, "forces": self.forces, "gpaw_version": self.gpaw_version,
-                "kpts": self.kpts, "wall_seconds": self.wall_seconds}
+        result = {"energy": self.energy, "forces": self.forces, "gpaw_version": self.gpaw_version,
+                  "kpts": self.kpts, "wall_seconds": self.wall_seconds}
+        if self.magmom is not None:
+            result["magmom"] = self.magmom
+        return result
 
 
 def relax_task(task: LabelTask) -> LabelTask:
@@ -187,9 +205,10 @@ def label_structure(task: LabelTask) -> LabelRecord:
         start = time.perf_counter()
         result = run_gpaw(atoms, task.scratch, task.plan_id, task.protocol, settings=task.settings)
         result.setdefault("wall_seconds", time.perf_counter() - start)
+        magmom = result.get("magmom")
         return LabelRecord(task.plan_id, atoms, "ok", float(result["energy"]), result["forces"],
                            str(result["gpaw_version"]), list(result["kpts"]), float(result["wall_seconds"]),
-                           task.settings.mpi_ranks)
+                           task.settings.mpi_ranks, magmom=None if magmom is None else float(magmom))
     except Exception as exc:  # noqa: BLE001 - any failure of one structure is that structure's record
         return LabelRecord(task.plan_id, atoms, "failed", cores=task.settings.mpi_ranks,
                            error=str(exc) or type(exc).__name__)
@@ -207,6 +226,8 @@ def labelled_structure(atoms: Atoms, result: dict, protocol: ReferenceProtocol, 
     )
     if cores > 1:  # one-core structures carry no such key (as before MPI ranks were a setting)
         out.info["label_cores"] = int(cores)
+    if result.get("magmom") is not None:  # spin-polarised (a molecule): the moment it converged to (μB; not
+        out.info[MAGMOM_KEY] = round(float(result["magmom"]), 4)  # "magmom", which extxyz reads as a result)
     return out
 
 

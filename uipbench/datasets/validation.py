@@ -25,25 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
-from ase.build import make_supercell
 from ase.constraints import FixAtoms
 
 from ..harness.metrics import S_S_BOND
-from .generate import _rng, make_slab
+from .cells import CellShape, make_cell_slab  # noqa: F401 (re-exported: the plan's cells live there)
+from .generate import _rng
 from .protocol import PROTOCOL_V1, ReferenceProtocol, system_metal
-
-
-@dataclass(frozen=True)
-class CellShape:
-    """A surface cell as a 2×2 transformation of the 1x1 fcc(111) cell (60° basis), and its S counts."""
-
-    name: str
-    matrix: tuple[tuple[int, int], tuple[int, int]]
-    max_sulfur: int = 4
-
-    @property
-    def atoms_per_layer(self) -> int:
-        return int(round(abs(np.linalg.det(np.array(self.matrix)))))
 
 
 CELLS: dict[str, CellShape] = {c.name: c for c in (
@@ -86,18 +73,6 @@ class ValidationEntry:
     @property
     def needs_relaxation(self) -> bool:
         return self.variant == "relaxed"
-
-
-def make_cell_slab(metal: str, cell: CellShape, protocol: ReferenceProtocol = PROTOCOL_V1) -> Atoms:
-    """The protocol slab of ``metal`` in ``cell``: the 1x1 slab of :func:`make_slab`, transformed in-plane,
-    atoms sorted bottom layer first."""
-    base = make_slab(metal, 1, protocol)
-    base.info.pop("adsorbate_info", None)
-    (a, b), (c, d) = cell.matrix
-    slab = make_supercell(base, np.array([[a, b, 0], [c, d, 0], [0, 0, 1]]), wrap=True)
-    slab = slab[np.lexsort((slab.positions[:, 1], slab.positions[:, 0], np.round(slab.positions[:, 2], 3)))]
-    slab.pbc = protocol.pbc
-    return slab
 
 
 def _min_distances(point: np.ndarray, others: np.ndarray, cell: np.ndarray) -> np.ndarray:

@@ -73,10 +73,13 @@ def check_active_options(args: argparse.Namespace) -> bool:
 
 
 def default_systems(problem: Any) -> list[str]:
-    """The shipped system of the problem's metal (``cu-s`` for a Cu problem)."""
-    from ..datasets.protocol import SYSTEMS
+    """The shipped system of the problem's metal and adsorbate chemistry (``cu-s`` for S on Cu, ``cu-o`` for a
+    Cu oxide problem); the first system of its metal when none has its adsorbates."""
+    from ..datasets.protocol import SYSTEM_ADSORBATES, SYSTEMS
 
-    return [name for name, metal in SYSTEMS.items() if metal == problem.metal][:1]
+    of_metal = [name for name, metal in SYSTEMS.items() if metal == problem.metal]
+    elements = {element for element, _ in problem.composition}
+    return [name for name in of_metal if SYSTEM_ADSORBATES.get(name) in elements][:1] or of_metal[:1]
 
 
 def _print_round(record: dict[str, Any]) -> None:

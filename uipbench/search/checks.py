@@ -4,8 +4,9 @@
   minimum distance for their elements (overlapping atoms);
 * the composition cannot fit the cell: more adsorbates than disks of diameter d_min (the
   smallest adsorbate–adsorbate minimum distance) pack hexagonally in the surface cell, times
-  the layers of spacing d_min the height range holds – a necessary condition; one candidate is
-  then drawn as a probe, which fails (:class:`CandidateError`) when placement is still impossible;
+  the layers of spacing d_min the height range holds, or more of one element than fit at its
+  like-pair distance – a necessary condition; one candidate is then drawn as a probe, which
+  fails (:class:`CandidateError`) when placement is still impossible;
 * the backbone: an element it does not support, or too little vacuum for its cutoff;
 * the Δ-model: fitted on another backbone or other weights (the provenance ``uipbench.delta.load``
   attaches; a model fitted in this process has none and is taken as it is), or never trained on
@@ -13,14 +14,13 @@
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 
 from .candidates import CandidateGenerator, region_box
-from .problem import SearchProblem
+from .problem import SearchProblem, overfilled
 
 
 class SearchInputError(ValueError):
@@ -50,24 +50,17 @@ def check_template(problem: SearchProblem, template: Atoms) -> None:
                                f"{d[i, j]:.2f} Å apart, minimum {limit[i, j]} Å ({len(close)} such pair(s))")
 
 
-def capacity(problem: SearchProblem, template: Atoms) -> int:
-    """Upper bound on how many adsorbates fit the region at the adsorbate–adsorbate minimum distance."""
-    elements = [e for e, _ in problem.composition]
-    d = min(problem.min_distance(a, b) for a in elements for b in elements)
+def template_area(template: Atoms) -> float:
+    """In-plane area (Å²) of the template's cell."""
     cell = template.cell.array
-    area = float(np.linalg.norm(np.cross(cell[0], cell[1])))
-    per_layer = math.floor(area / (math.sqrt(3.0) / 2.0 * d * d))
-    low, high = problem.height_range
-    return per_layer * (1 + math.floor((high - low) / d))
+    return float(np.linalg.norm(np.cross(cell[0], cell[1])))
 
 
 def check_fits(problem: SearchProblem, template: Atoms) -> None:
-    limit = capacity(problem, template)
-    if problem.n_adsorbates > limit:
-        raise SearchInputError(
-            f"{problem.name}: {problem.n_adsorbates} adsorbates cannot fit the {problem.surface_cell[0]}x"
-            f"{problem.surface_cell[1]} cell: at most {limit} fit the region {problem.height_range} Å above "
-            f"the surface at the minimum adsorbate distance; use a larger cell or fewer adsorbates")
+    """The packing bound of :func:`uipbench.search.problem.overfilled` on the template's area, then a probe."""
+    why = overfilled(problem, template_area(template))
+    if why:
+        raise SearchInputError(f"{problem.name}: {why}; use a larger cell or fewer adsorbates")
     CandidateGenerator(problem, template).random(np.random.default_rng(0))  # the probe
 
 
@@ -84,7 +77,8 @@ def check_backbone(problem: SearchProblem, template: Atoms, backbone: Any) -> No
     prepare = getattr(backbone, "prepare", None)
     if prepare is not None:  # vacuum against the cutoff, with adsorbates at the top of the region
         p0, vectors = region_box(problem, template)
-        probe = template + Atoms(problem.adsorbate_symbols[:1], positions=[p0 + vectors[2]])
+        top = [p0 + vectors[2]] if problem.n_adsorbates else []  # a clean slab: the template alone
+        probe = template + Atoms(problem.adsorbate_symbols[:1], positions=top)
         prepare(probe, where=f"search problem {problem.name}")
 
 

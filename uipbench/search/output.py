@@ -26,7 +26,7 @@ def minimum_rows(minima: list[Minimum], n_slab: int) -> list[dict[str, Any]]:
                      "energy_std": m.energy_std, "evaluation": m.evaluation,
                      "first_evaluation": min(m.hits, default=m.evaluation), "hits": len(m.hits),
                      "adsorbate_bonds": adsorbate_bonds(m.atoms, n_slab),
-                     "mean_adsorbate_height": float(heights.mean()),
+                     "mean_adsorbate_height": float(heights.mean()) if len(heights) else float("nan"),
                      "formula": m.atoms.get_chemical_formula()})
     return rows
 
