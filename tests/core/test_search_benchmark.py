@@ -449,8 +449,9 @@ def test_report_only_scores_what_is_there_and_starts_nothing(tmp_path):
 
     result = run_benchmark(plan, out, runner=nothing, labeller=nothing, log=_quiet, report_only=True)
     assert result.labelled == 0 and read_labelled(out).keys() == labelled.keys()
-    statuses = {s.status for s in result.scores}
-    assert "scored" in statuses and "unlabelled" in statuses, "scored where DFT exists, the rest listed"
+    statuses = {(s.spec.method, s.spec.seed): s.status for s in result.scores}
+    assert statuses["delta", 0] == "scored", "the first DFT point labelled is delta seed 0's predicted minimum"
+    assert "unlabelled" in statuses.values(), "runs whose predicted minimum has no DFT energy yet are listed"
     assert (out / "report.md").is_file()
     fresh = run_benchmark(plan, tmp_path / "empty", runner=nothing, labeller=nothing, log=_quiet, report_only=True)
     assert {o.status for o in fresh.outcomes} == {"skipped"} and not any(s.status == "scored" for s in fresh.scores)

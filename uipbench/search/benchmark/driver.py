@@ -24,7 +24,7 @@ from ..._lock import OutputLock
 from .collect import Candidate, RunResult, read_run, run_finished
 from .labelling import Labeller, alias_points, label_candidates, pending_tasks, pool_al, read_labelled
 from .plan import BenchmarkInputError, BenchmarkPlan, RunSpec, resume_differences
-from .run import CliRunner, Log, RunOutcome, Runner, execute_runs, fit_models, read_fit_record
+from .run import CliRunner, Log, RunOutcome, Runner, execute_runs, fit_models, model_hashes, read_fit_record
 from .score import CellScore, RunScore, aggregate, problem_reference, score_run
 
 FAILURES_FILE = "failures.json"
@@ -153,7 +153,10 @@ def run_benchmark(plan: BenchmarkPlan, out: Path, *, runner: Runner | None = Non
         failures = Failures(out)
         if report_only:
             failed_models: dict[str, str] = {}
-            outcomes = [RunOutcome(spec, "resumed") if run_finished(spec, out, plan.settings)
+            hashes = model_hashes(plan, out, failed_models)  # a delta run counts with its model only
+            outcomes = [RunOutcome(spec, "resumed")
+                        if run_finished(spec, out, plan.settings, hashes.get(spec.backbone) if spec.method == "delta"
+                                        else None)
                         else RunOutcome(spec, "skipped", "not run yet (--report-only)") for spec in plan.runs]
         else:
             failed_models = fit_models(plan, out, runner, log)
