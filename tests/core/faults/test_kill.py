@@ -106,15 +106,33 @@ def _inside_a_write(mp, s):
     return signal_at(mp, m.os, "replace", s, nth=2, before=True)
 
 
+#: how long each sweep task of ``_while_tasks_run`` takes at least: far longer than the signal's delay, so the
+#: signal lands while the workers fit however fast the machine is (a fast sweep used to end first, and the
+#: late signal then hit the next test, or pytest itself)
+SLOW_TASK_S = 2.0
+
+
+def _slow_run_task(task):
+    """The sweep's task, slowed (module level: the pool pickles it by name; forked workers see the patch)."""
+    import uipbench.harness.tasks as tasks
+
+    time.sleep(SLOW_TASK_S)
+    return tasks.run_task(task)
+
+
 def _while_tasks_run(mp, s):
     """From another thread while the pool's workers fit (the main thread waits in as_completed)."""
     import uipbench.harness.sweep as m
     original = m._local_pool
+    timers: list[threading.Timer] = []
 
     def pool(workers):
-        threading.Timer(0.3, os.kill, (os.getpid(), s)).start()
+        timers.append(threading.Timer(0.3, os.kill, (os.getpid(), s)))
+        timers[-1].start()
         return original(workers)
     mp.setattr(m, "_local_pool", pool)
+    mp.setattr(m, "run_task", _slow_run_task)
+    return timers
 
 
 #: where the signal lands, and which signal (both signals take the same path; each point gets one)
@@ -137,8 +155,11 @@ def test_sweep_stopped_at_a_point_resumes_to_the_same_results(point, fake, call,
     signum = SIGNALS[signame]
     out = tmp_path / "run"
     with monkeypatch.context() as mp:
-        at(mp, signum)
+        timers = at(mp, signum)
         code, _, err = call(sweep_args(datasets, out))
+    for timer in [t for t in (timers or []) if isinstance(t, threading.Timer)]:
+        timer.cancel()  # never a signal after the run it was meant for
+        timer.join()
     assert_stopped(code, err, signum, *([out] if out.exists() else []))
     code, _, err = call(sweep_args(datasets, out))
     assert code == 0, err
