@@ -100,11 +100,22 @@ def sigint_held() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to hold
         yield
         return
+    # The mask is this thread's: a SIGINT can still reach another thread of this process (a pool's
+    # management thread), and Python then runs its handler in the main thread inside the block, e.g. while
+    # a worker is being started, which leaves that worker reading a closed pipe (a traceback). So in the
+    # main thread the handler itself is held too: the signal is recorded, and raised again after the block.
+    pending: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum)) if main else None
     before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        if pending:
+            signal.raise_signal(signal.SIGINT)  # to the handler of before the block, now
 
 
 def children_cpu_seconds() -> float:
