@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, IO
 
+from ._interrupt import pid_alive
+
 #: a temporary file older than this (seconds) is a leftover whoever wrote it, on whatever host
 STALE_TEMPORARY_S = 600.0
 #: ``.<name>.uipbench-<host>-<pid>-<random>.tmp``
@@ -64,7 +66,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, max_age_s: float = STALE
     for path in Path(folder).glob(".*.tmp"):
         owner = temporary_owner(path)
         try:
-            stale = (owner is not None and owner[0] == here and not _alive(owner[1])) \
+            stale = (owner is not None and owner[0] == here and not pid_alive(owner[1])) \
                 or now - path.stat().st_mtime > max_age_s
             if stale and path.is_file():
                 path.unlink()
@@ -72,16 +74,6 @@ def remove_stale_temporaries(folder: str | os.PathLike, max_age_s: float = STALE
         except OSError:  # renamed by its writer or removed by another cleaner meanwhile, or not ours to remove
             continue
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _umask() -> int:

@@ -218,13 +218,14 @@ def worker_tempdir(prefix: str = WORKER_PREFIX) -> Iterator[Path]:
 
     for old in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
         pid = old.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-") as tmp:
         yield Path(tmp)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
