@@ -121,17 +121,19 @@ def full_markdown(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def validation_table(results: pd.DataFrame, metric: str = MAE, descriptor: str = "embedding") -> pd.DataFrame:
+def validation_table(results: pd.DataFrame, metric: str = MAE, descriptor: str = "embedding",
+                     split_head: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per backbone and system: trained on all shipped training data, scored on the validation set.
 
     The raw backbone (after the per-species offset fitted on the training data), the Δ with the
     aggregation of the highest evidence (training data only) and every aggregation, each with Δ/raw;
-    beside them the evidence-chosen Δ/raw on the random splits (largest size), for comparison.
+    beside them the evidence-chosen Δ/raw on the random splits (largest size), for comparison
+    (``split_head``: :func:`headline` of ``results`` when the caller has it already).
     """
     val = validation_rows(results)
     scores = val[(val.metric == metric) & np.isfinite(val.value)]
     chosen = evidence_choice(val, descriptor, metric)
-    split = headline(results, metric, descriptor)
+    split = headline(results, metric, descriptor) if split_head is None else split_head
     out = []
     for (backbone, system), part in scores.groupby(["backbone", "system"], sort=True):
         raw = part[part.model == "raw"]
