@@ -91,35 +91,33 @@ def info(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    dataset = subparsers.add_parser("dataset", help="build, inspect and validate the DFT reference datasets")
-    dsub = dataset.add_subparsers(dest="dataset_command", required=True)
-    p = dsub.add_parser("build", help="label structures of a system with the reference protocol")
+def _build_arguments(p: argparse.ArgumentParser, func, n_help: str, resume_help: str, relax_default: str,
+                     relax_help: str) -> None:
+    """The options ``build`` and ``build-validation`` share (they differ in their plan and file only)."""
     p.add_argument("system")
-    p.add_argument("--n", type=int, required=True, help="number of plan entries the dataset should hold")
-    p.add_argument("--resume", action="store_true", help="extend an existing dataset")
+    p.add_argument("--n", type=int, required=True, help=n_help)
+    p.add_argument("--resume", action="store_true", help=resume_help)
     add_executor_arguments(p, workers_default=None, workers_help="parallel GPAW processes (local or Dask workers)")
     p.add_argument("--mpi-ranks", type=positive_int, default=1,
                    help="MPI ranks per structure (mpirun -np N; default 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--relax-with", default="chgnet-0.3.0",
-                   help="backbone that relaxes the 'relaxed' variants ('none' defers them)")
+    p.add_argument("--relax-with", default=relax_default, help=relax_help)
     p.add_argument("--root", type=Path, default=None, help="datasets folder (default: the shipped one)")
-    p.set_defaults(func=build, resume_hint="labelled structures are kept; run it again with --resume to continue")
+    p.set_defaults(func=func, resume_hint="labelled structures are kept; run it again with --resume to continue")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    dataset = subparsers.add_parser("dataset", help="build, inspect and validate the DFT reference datasets")
+    dsub = dataset.add_subparsers(dest="dataset_command", required=True)
+    p = dsub.add_parser("build", help="label structures of a system with the reference protocol")
+    _build_arguments(p, build, "number of plan entries the dataset should hold", "extend an existing dataset",
+                     "chgnet-0.3.0", "backbone that relaxes the 'relaxed' variants ('none' defers them)")
     p = dsub.add_parser("build-validation",
                         help="label the independent validation set of a system (validation.extxyz; never fitted on)")
-    p.add_argument("system")
-    p.add_argument("--n", type=int, required=True, help="number of validation plan entries the file should hold")
-    p.add_argument("--resume", action="store_true", help="extend an existing validation set")
-    add_executor_arguments(p, workers_default=None, workers_help="parallel GPAW processes (local or Dask workers)")
-    p.add_argument("--mpi-ranks", type=int, default=1, help="MPI ranks per structure (mpirun -np N; default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--relax-with", default="none",
-                   help="label the plan's relaxed variant instead: each entry relaxed by this backbone first "
-                        "(default none: the unrelaxed random structures)")
-    p.add_argument("--root", type=Path, default=None, help="datasets folder (default: the shipped one)")
-    p.set_defaults(func=build_validation,
-                   resume_hint="labelled structures are kept; run it again with --resume to continue")
+    _build_arguments(p, build_validation, "number of validation plan entries the file should hold",
+                     "extend an existing validation set", "none",
+                     "label the plan's relaxed variant instead: each entry relaxed by this backbone first "
+                     "(default none: the unrelaxed random structures)")
     p = dsub.add_parser("info", help="summarise and validate a system's dataset")
     p.add_argument("system")
     add_format_argument(p)
