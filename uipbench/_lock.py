@@ -26,6 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from ._interrupt import pid_alive
+
 LOCK_FILE = ".uipbench.lock"
 #: the temporary file of a lock record being created: ``<lock name>.<pid>.<thread>.tmp``
 _LOCK_RECORD = re.compile(rf"{re.escape(LOCK_FILE)}\.(\d+)\.\d+\.tmp$")
@@ -47,15 +49,9 @@ def _start_ticks(pid: int) -> str | None:
 
 def _alive(owner: dict[str, Any]) -> bool:
     pid = int(owner.get("pid", -1))
-    if pid <= 0:
+    if pid <= 0 or not pid_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    recorded, now = owner.get("pid_start"), _start_ticks(pid)
+    recorded, now = owner.get("pid_start"), _start_ticks(pid)  # a live pid: the owner's, or reused since?
     return recorded is None or now is None or recorded == now
 
 
@@ -75,7 +71,7 @@ def _remove_leftovers(folder: Path, files: Sequence[str] = ()) -> int:
         record = _LOCK_RECORD.search(path.name)
         if files and not record and not any(path.name.startswith(f".{name}.") for name in files):
             continue  # another run's file in a folder shared by part locks
-        if record and _alive({"pid": record.group(1)}):
+        if record and pid_alive(int(record.group(1))):
             continue  # the lock record of a run taking a lock right now
         try:
             if path.is_file():

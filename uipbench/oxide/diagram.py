@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 from ase import Atoms
 
-from .phase import Interval, Line, Phase, lines_for, mu_range, winners
+from .phase import MU_O_MIN, Interval, Line, Phase, lines_for, mu_range, winners
 from .references import ReferenceEnergies, ReferenceError, check_references, reference_energies
 from .searches import DftPoint, ProblemMinima, dft_of, dft_points
 
@@ -99,7 +99,7 @@ def _check_protocol(points: dict[str, DftPoint], protocol: str) -> None:
 
 
 def build(pooled: dict[str, ProblemMinima], backbone: str, references: Sequence[Atoms], evaluate: Evaluate,
-          labelled: Sequence[Atoms] = (), mu_min: float = -2.5, mu_max: float | None = None,
+          labelled: Sequence[Atoms] = (), mu_min: float = MU_O_MIN, mu_max: float | None = None,
           where: str = "references.extxyz") -> PhaseDiagram:
     """The phase diagram of ``pooled`` (:func:`uipbench.oxide.searches.pool`) for ``backbone``.
 

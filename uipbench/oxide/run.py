@@ -25,10 +25,11 @@ from .searches import pool, read_run, search_folders
 def read_references(root: Path | None = None) -> tuple[Path, list[Atoms]]:
     """The labelled references of ``cu-o`` (a clear error naming the file when there are none)."""
     path = system_dir(SYSTEM, root) / REFERENCES_FILE
-    if not path.is_file() or not read_structures(path):
+    structures = read_structures(path) if path.is_file() else []
+    if not structures:
         raise ReferenceError(f"{path}: no reference energies (bulk Cu, the O2 molecule, bulk Cu2O); label them with "
                              f"`uipbench oxide references`")
-    return path, read_structures(path)
+    return path, structures
 
 
 def backbone_evaluator(name: str, weights_sha256: str, weights: str | None = None,

@@ -149,11 +149,6 @@ def pool(runs: Sequence[SearchRun], backbone: str) -> dict[str, ProblemMinima]:
     return dict(sorted(out.items(), key=lambda item: (not item[1].is_clean, item[1].n_adsorbates, item[0])))
 
 
-def read_runs(paths: Iterable[Path], backbone: str) -> dict[str, ProblemMinima]:
-    """The pooled minima of every search under ``paths`` (:func:`search_folders`)."""
-    return pool([read_run(p) for p in search_folders(paths)], backbone)
-
-
 @dataclass(frozen=True)
 class DftPoint:
     """A labelled minimum: its DFT energy (eV) and the labelled structure."""
