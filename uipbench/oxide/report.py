@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from .._atomic import write_atomic, write_text_atomic
+from .._atomic import write_text_atomic
 from ..report.html import Block, write_html
 from .diagram import CompositionRow, MethodDiagram, PhaseDiagram, delta_g_table, table_mus
 from .phase import Interval
@@ -68,10 +68,9 @@ def plot(diagram: PhaseDiagram, path: Path) -> None:
         _strip(strip, method.winners, colours, method.method)
     axes[-1].set_xlim(lo, hi)
     axes[-1].set_xlabel("Δμ_O (eV)")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    write_atomic(path, lambda fh: fh.write(buffer.getvalue()), mode="wb")
+    from ..search.output import save_png
+
+    save_png(fig, path)
 
 
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -55,7 +55,8 @@ def write_minima(out: Path, minima: list[Minimum], n_slab: int, provenance: dict
     write_text_atomic(out / "minima.csv", pd.DataFrame(rows, columns=columns).to_csv(index=False))
 
 
-def _save_figure(fig: Any, path: Path) -> None:
+def save_png(fig: Any, path: Path) -> None:
+    """Write a pyplot figure as PNG (120 dpi) atomically, and close it."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -80,7 +81,7 @@ def plot_best_vs_evaluations(path: Path, evaluations: list[Evaluation], title: s
     ax.set_ylabel("energy (eV)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    _save_figure(fig, path)
+    save_png(fig, path)
 
 
 def plot_top_views(path: Path, panels: Sequence[tuple[Atoms, str]], title: str) -> None:
@@ -102,7 +103,7 @@ def plot_top_views(path: Path, panels: Sequence[tuple[Atoms, str]], title: str) 
         axes[0][0].set_axis_off()
     lines = max((caption.count("\n") + 1 for _, caption in panels), default=1)
     fig.suptitle(title, fontsize=9, y=0.98 + 0.06 * max(0, lines - 2))  # above captions of more than two lines
-    _save_figure(fig, path)
+    save_png(fig, path)
 
 
 def plot_best_minima(path: Path, minima: list[Minimum], n_slab: int, title: str) -> None:
