@@ -252,19 +252,26 @@ def delta_params(gpr: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(params, default=str))
 
 
-def stale_reason(out: Path, systems: Mapping[str, Any], gpr: dict[str, Any]) -> str | None:
-    """Why the results in ``out`` belong to other data or other Δ-model settings (None when they do not).
-
-    ``systems``: the :class:`~uipbench.harness.data.SystemData` of the sweep, by name.
-    """
+def _stored_metadata(out: Path) -> dict[str, Any] | str | None:
+    """The metadata of the results stored in ``out``; None when there are none, a reason when unreadable."""
     out = Path(out)
     meta_path = out / METADATA_FILE
     if not (out / RESULTS_FILE).exists() or not meta_path.exists():
         return None
     try:
-        meta = json.loads(meta_path.read_text())
+        return json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return f"unreadable {meta_path.name}"
+
+
+def stale_reason(out: Path, systems: Mapping[str, Any], gpr: dict[str, Any]) -> str | None:
+    """Why the results in ``out`` belong to other data or other Δ-model settings (None when they do not).
+
+    ``systems``: the :class:`~uipbench.harness.data.SystemData` of the sweep, by name.
+    """
+    meta = _stored_metadata(out)
+    if meta is None or isinstance(meta, str):
+        return meta
     stored = meta.get("data", {})
     now = {m: sha for s in systems.values() for m, sha in s.file_sha256.items()}
     count = {m: s.system_of.count(m) for s in systems.values() for m in s.members}
@@ -292,13 +299,10 @@ def validation_shas(systems: Mapping[str, Any]) -> dict[str, str]:
 def stale_validation(out: Path, systems: Mapping[str, Any]) -> str | None:
     """Why the validation cells in ``out`` were scored on other validation sets than ``systems`` now have
     (None when they were not, or when there are no stored results): those cells alone are recomputed."""
-    meta_path = Path(out) / METADATA_FILE
-    if not (Path(out) / RESULTS_FILE).exists() or not meta_path.exists():
-        return None
-    try:
-        stored = json.loads(meta_path.read_text()).get("data", {})
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return f"unreadable {meta_path.name}"
+    meta = _stored_metadata(out)
+    if meta is None or isinstance(meta, str):
+        return meta
+    stored = meta.get("data", {})
     now = validation_shas(systems)
     before = {m: v["validation"]["sha256"] for m, v in stored.items() if isinstance(v.get("validation"), dict)}
     changed = sorted(m for m in set(now) | set(before) if now.get(m) != before.get(m))
