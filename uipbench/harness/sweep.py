@@ -283,6 +283,7 @@ def _tasks(config: SweepConfig, data: dict[str, SystemData], views: dict[str, Ba
         species = sorted({s for d in scored.values() for a in d.structures for s in a.get_chemical_symbols()})
         soap = {name: soap_features(d.structures, species) for name, d in scored.items()}
     measured = M.metrics()
+    hashes = {name: [structure_hash(a) for a in d.structures] for name, d in scored.items()}  # once per system
     tasks = []
     for backbone in config.backbones:
         view = views[backbone]
@@ -290,7 +291,7 @@ def _tasks(config: SweepConfig, data: dict[str, SystemData], views: dict[str, Ba
             for name, d in scored.items():
                 n_train = len(data[name])
                 validation = (list(range(n_train)), list(range(n_train, len(d)))) if len(d) > n_train else None
-                keys = [structure_hash(a) for a in d.structures]
+                keys = hashes[name]
                 tasks.append(Task(
                     backbone, descriptor, name, d.system_of, d.ids, d.energy, d.forces, d.n_atoms, d.groups,
                     d.n_ss_pairs, np.array([view.energy[k] for k in keys]), [view.forces[k] for k in keys],
