@@ -75,11 +75,16 @@ class Minimum:
     fingerprint: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
+def same_geometry(formula_a: str, fp_a: dict[str, np.ndarray], formula_b: str, fp_b: dict[str, np.ndarray],
+                  f_tol: float = F_TOL) -> bool:
+    """The geometric half of the rule: the same composition and fingerprints within ``f_tol``."""
+    return formula_a == formula_b and fingerprint_distance(fp_a, fp_b) < f_tol
+
+
 def same_minimum(formula_a: str, energy_a: float, fp_a: dict[str, np.ndarray], formula_b: str,
                  energy_b: float, fp_b: dict[str, np.ndarray], e_tol: float = E_TOL, f_tol: float = F_TOL) -> bool:
     """The similarity rule of this module."""
-    return (formula_a == formula_b and abs(energy_a - energy_b) < e_tol
-            and fingerprint_distance(fp_a, fp_b) < f_tol)
+    return abs(energy_a - energy_b) < e_tol and same_geometry(formula_a, fp_a, formula_b, fp_b, f_tol)
 
 
 def distinct_minima(structures: list[tuple[int, Atoms, float, float | None]], n_slab: int,

@@ -31,7 +31,7 @@ from ...datasets.io import read_structures, structure_hash
 from ...datasets.label import LabelRecord, LabelTask, append_structures, labelled_structure
 from ...datasets.protocol import ReferenceProtocol
 from ...harness.fit import dft_energy
-from ..minima import F_TOL, fingerprint, fingerprint_distance
+from ..minima import fingerprint, same_geometry
 from .collect import Candidate, RunResult
 from .run import Log, drain
 
@@ -134,7 +134,7 @@ def _twin(atoms: Atoms, fp: dict[str, np.ndarray], others: Iterable[tuple[Atoms,
     fingerprint), or None."""
     formula = atoms.get_chemical_formula()
     for i, (other, other_fp) in enumerate(others):
-        if other.get_chemical_formula() == formula and fingerprint_distance(fp, other_fp) < F_TOL:
+        if same_geometry(formula, fp, other.get_chemical_formula(), other_fp):
             return i
     return None
 
