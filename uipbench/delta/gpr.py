@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -51,7 +51,8 @@ from .aggregation import AGGREGATIONS, REDUCTIONS, Points, Structures, aggregate
     is_structure_list, structures_from_items
 from .kernels import KernelParams, Standardizer, cholesky_jittered, point_kernel, \
     point_kernel_torch, self_kernel, solve_lower, species_mask, sq_dist, summed_kernel
-from .likelihood import LOG_2PI, ExactObjective, optimise, sparse_solve, SparseObjective
+from .forces import ForceLabelError, ForceLabels, force_design, scaled_rows
+from .likelihood import FAILED, LOG_2PI, ExactObjective, optimise, sparse_solve, SparseObjective
 from .offset import fit_species_offset
 from .selection import select_inducing, structure_subset, subset_points
 
@@ -146,6 +147,12 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         BLAS and OpenMP threads inside fit/predict (threadpoolctl).  The default 1 is fastest on a
         small or busy machine, where threaded BLAS on small matrices spins; None keeps
         the BLAS default.
+    force_noise_level : float or None
+        Variance (eV²/Å²) of the white noise on force labels (``fit(..., forces=...)``).  With
+        ``optimize`` it is chosen by the joint log marginal likelihood (the energy hyperparameters
+        kept), within ``force_noise_level_bounds``; a value given with ``optimize=False`` is used as is.
+    force_noise_level_bounds : (float, float)
+        Bounds of that choice (default 1e-6 – 10 eV²/Å²: 1 meV/Å to 3 eV/Å).
     """
 
     def __init__(self, aggregation: str = "global", *, reduce: str = "sum", same_species: bool = False,
@@ -157,7 +164,8 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
                  optimize: bool = True, n_restarts: int = 1, sparse: bool | str = "auto",
                  sparse_threshold: int = 2000, n_inducing: int = 500, inducing: str = "kmeans",
                  max_opt_points: int | None = None, jitter: float = 1e-10, random_state: Any = None,
-                 blas_threads: int | None = 1):
+                 blas_threads: int | None = 1, force_noise_level: float | None = None,
+                 force_noise_level_bounds: tuple[float, float] = (1e-6, 1e1)):
         self.aggregation = aggregation
         self.reduce = reduce
         self.same_species = same_species
@@ -180,18 +188,26 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         self.jitter = jitter
         self.random_state = random_state
         self.blas_threads = blas_threads
+        self.force_noise_level = force_noise_level
+        self.force_noise_level_bounds = force_noise_level_bounds
 
     # ------------------------------------------------------------------ fit
 
     @_blas_limited
-    def fit(self, X: Any, y: Any) -> "DeltaGPR":
-        """Fit the offset, the prior mean and the GP on residuals ``y`` (eV) of structures ``X``."""
+    def fit(self, X: Any, y: Any, forces: Sequence[ForceLabels | None] | None = None) -> "DeltaGPR":
+        """Fit the offset, the prior mean and the GP on residuals ``y`` (eV) of structures ``X``.
+
+        ``forces``: optionally, per structure, its force residuals and the embedding's Jacobian
+        (:class:`~uipbench.delta.forces.ForceLabels`, or ``None`` for a structure without); they are
+        fitted together with the energies (``atomic`` aggregation, sparse model: see :mod:`.forces`).
+        """
         self._reset()
         self._check_params()
         structures, y = self._validate(X, y, reset=True)
         n = structures.n_structures
         if n < 2:
             raise ValueError(f"DeltaGPR needs at least 2 training structures, got n_samples={n}")
+        labels = self._check_forces(forces, structures)
         self.species_ = np.unique(structures.numbers)
         counts = structures.species_counts(self.species_)
         self.offset_coef_, self.prior_mean_ = fit_species_offset(counts, y, self.offset, self.prior_mean)
@@ -201,14 +217,15 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         scaler = Standardizer.fit(raw.features, self.standardize)
         self.feature_mean_, self.feature_scale_ = scaler.mean, scaler.scale
         points = raw.with_features(scaler.transform(raw.features))
-        self.sparse_ = bool(self.sparse is True or (self.sparse == "auto" and points.n_points > self.sparse_threshold))
+        self.sparse_ = bool(self.sparse is True or (self.sparse == "auto" and points.n_points > self.sparse_threshold)
+                            or (labels is not None and self.sparse == "auto"))
         if not self.sparse_ and points.n_points > EXACT_MAX_POINTS:
             raise ValueError(f"{points.n_points} kernel points are too many for exact GPR (at most "
                              f"{EXACT_MAX_POINTS}); use sparse=True or sparse='auto'")
         rng = check_random_state(self.random_state)
         start = self._start_params(points, residual, rng)
         if self.sparse_:
-            self._fit_sparse(points, residual, start, rng)
+            self._fit_sparse(points, residual, start, rng, labels)
         else:
             self._fit_exact(points, residual, start, rng)
         return self
@@ -228,13 +245,13 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         one_of("inducing", ("kmeans", "cur", "random"))
         if self.sparse not in (True, False, "auto"):
             raise ValueError(f"sparse must be True, False or 'auto', got {self.sparse!r}")
-        for name in ("amplitude_bounds", "length_scale_bounds", "noise_level_bounds"):
+        for name in ("amplitude_bounds", "length_scale_bounds", "noise_level_bounds", "force_noise_level_bounds"):
             if name == "length_scale_bounds" and self.length_scale_bounds == "auto":
                 continue
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi < np.inf:
                 raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {(lo, hi)}")
-        for name in ("amplitude", "length_scale", "noise_level"):
+        for name in ("amplitude", "length_scale", "noise_level", "force_noise_level"):
             value = getattr(self, name)
             if value is not None and not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number or None, got {value!r}")
@@ -312,8 +329,29 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         self.weights_ = params.amplitude * (alpha[points.owner])  # Sᵀ α, times the amplitude
         self.chol_ = L
 
+    def _check_forces(self, forces: Sequence[ForceLabels | None] | None,
+                      structures: Structures) -> list[ForceLabels | None] | None:
+        """The force labels checked against their structures, or ``None`` when there are none."""
+        if forces is None:
+            return None
+        forces = list(forces)
+        if len(forces) != structures.n_structures:
+            raise ForceLabelError(f"got {len(forces)} force labels for {structures.n_structures} structures "
+                                  f"(one per structure, None for a structure without)")
+        if self.aggregation != "atomic":
+            raise ValueError(f"force labels need the 'atomic' aggregation (a sum over atoms), not "
+                             f"{self.aggregation!r}")
+        if self.sparse is False:
+            raise ValueError("force labels are fitted by the sparse (projected-process) model; use sparse=True "
+                             "or 'auto'")
+        bounds = np.searchsorted(structures.index, np.arange(structures.n_structures + 1))
+        checked = [None if lab is None else lab.check(int(bounds[s + 1] - bounds[s]), structures.width,
+                                                      f"structure {s}")
+                   for s, lab in enumerate(forces)]
+        return checked if any(lab is not None and lab.n_labels for lab in checked) else None
+
     def _fit_sparse(self, points: Points, residual: np.ndarray, start: KernelParams,
-                    rng: np.random.RandomState) -> None:
+                    rng: np.random.RandomState, labels: list[ForceLabels | None] | None = None) -> None:
         idx = select_inducing(points, int(self.n_inducing), self.inducing, rng)
         inducing = points.features[idx]
         inducing_species = points.species[idx]
@@ -329,13 +367,51 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         self._set_params(params)
         P = summed_kernel(points, inducing, params.length_scale, mask)
         Rmm = point_kernel(inducing, inducing, params.length_scale, mask, mask)
-        sol = sparse_solve(P, Rmm, residual, params, self.jitter)
-        self.log_marginal_likelihood_value_ = sol.lml
+        self.system_noise_ = params.noise_level
+        if labels is None:
+            sol = sparse_solve(P, Rmm, residual, params, self.jitter)
+            self.log_marginal_likelihood_value_ = sol.lml
+        else:
+            sol = self._solve_with_forces(points, residual, labels, P, Rmm, inducing, mask, params)
         self.support_ = inducing
         self.support_species_ = inducing_species
         self.weights_ = params.amplitude * scipy.linalg.solve_triangular(sol.Lm.T, sol.c, lower=False)
         self.chol_inducing_ = sol.Lm
         self.chol_ = sol.La
+
+    def _solve_with_forces(self, points: Points, residual: np.ndarray, labels: list[ForceLabels | None],
+                           P: np.ndarray, Rmm: np.ndarray, inducing: np.ndarray, mask: np.ndarray | None,
+                           params: KernelParams):
+        """The projected-process solution on energy and force rows; the force noise maximises the joint
+        log marginal likelihood with the energy hyperparameters kept (bounded search on its logarithm)."""
+        bounds = np.searchsorted(points.owner, np.arange(points.n_structures + 1))
+        PF, rF = force_design(points.features, points.species, bounds, labels, self.feature_scale_, inducing,
+                              mask, params.length_scale)
+        unit = KernelParams(params.amplitude, params.length_scale, 1.0)
+
+        def solve(noise_force: float):
+            Pw, rw, correction = scaled_rows(P, residual, params.noise_level, PF, rF, noise_force)
+            sol = sparse_solve(Pw, Rmm, rw, unit, self.jitter)
+            return sol, sol.lml + correction
+
+        lo, hi = np.log(self.force_noise_level_bounds)
+        if self.force_noise_level is not None and not self.optimize:
+            noise_force = float(self.force_noise_level)
+        else:
+            def objective(log_noise: float) -> float:
+                try:
+                    return -solve(float(np.exp(log_noise)))[1]
+                except np.linalg.LinAlgError:
+                    return FAILED
+            found = scipy.optimize.minimize_scalar(objective, bounds=(lo, hi), method="bounded",
+                                                   options={"xatol": 1e-3})
+            noise_force = float(np.exp(found.x))
+        sol, lml = solve(noise_force)
+        self.force_noise_level_ = noise_force
+        self.n_force_labels_ = int(len(rF))
+        self.system_noise_ = 1.0  # the rows were whitened: the solve's noise is one
+        self.log_marginal_likelihood_value_ = float(lml)
+        return sol
 
     # ------------------------------------------------------------------ predict
 
@@ -383,7 +459,8 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
             return prior - np.sum(v * v, axis=0)
         Vs = solve_lower(self.chol_inducing_, K.T)  # [m, n*]
         w = solve_lower(self.chol_, Vs)
-        return prior - a * np.sum(Vs * Vs, axis=0) + a * self.noise_level_ * np.sum(w * w, axis=0)
+        noise = getattr(self, "system_noise_", self.noise_level_)  # models saved before force labels lack it
+        return prior - a * np.sum(Vs * Vs, axis=0) + a * noise * np.sum(w * w, axis=0)
 
     @_blas_limited
     def predict_torch(self, embedding: "torch.Tensor", numbers: Any) -> tuple["torch.Tensor", float]:
