@@ -78,32 +78,62 @@ def check_training_set(structures: Sequence[Atoms], where: str = "training set")
         raise TrainingDataError(f"{where}: {len(structures)} structure(s); a Δ-model needs at least 2")
 
 
-def residuals(backbone: Any, structures: Sequence[Atoms],
-              cache: "EmbeddingCache | None" = None) -> tuple[list["StructureEmbedding"], np.ndarray]:
-    """The backbone's embeddings of ``structures`` (cache first) and the residuals E_DFT − E_backbone (eV)."""
+def residuals(backbone: Any, structures: Sequence[Atoms], cache: "EmbeddingCache | None" = None,
+              forces: bool = False) -> tuple[list["StructureEmbedding"], np.ndarray]:
+    """The backbone's embeddings of ``structures`` (cache first; with its forces when ``forces``) and the
+    residuals E_DFT − E_backbone (eV)."""
     from ..cache import cached_embed
 
     check_training_set(structures)
-    batch = cached_embed(backbone, list(structures), cache)
+    batch = cached_embed(backbone, list(structures), cache, forces=forces)
     energies = np.array([dft_energy(a) for a in structures], dtype=np.float64)
     return batch.structures, energies - batch.energies
 
 
+def dft_forces(structures: Sequence[Atoms], where: str = "training set") -> list[np.ndarray]:
+    """The stored (DFT) forces of every structure; one without finite forces is refused, naming it."""
+    out, missing = [], []
+    for i, atoms in enumerate(structures):
+        forces = (getattr(atoms.calc, "results", None) or {}).get("forces")
+        if forces is None or np.shape(forces) != (len(atoms), 3) or not np.all(np.isfinite(forces)):
+            missing.append(i)
+        else:
+            out.append(np.asarray(forces, np.float64))
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise TrainingDataError(f"{where}: {len(missing)} structure(s) without finite DFT forces (structure "
+                                f"{shown}); force labels need F_DFT on every training structure")
+    return out
+
+
 def fit_residuals(embeddings: list["StructureEmbedding"], residual: np.ndarray, *, aggregation: str = "atomic",
-                  sparse: bool = True, random_state: int = 0) -> "DeltaGPR":
-    """A Δ-GPR fitted on precomputed embeddings and residuals."""
+                  sparse: bool = True, random_state: int = 0, forces: Sequence[Any] | None = None) -> "DeltaGPR":
+    """A Δ-GPR fitted on precomputed embeddings and residuals (and force labels, :mod:`uipbench.delta.forces`)."""
     from ..delta.gpr import DeltaGPR
 
-    return DeltaGPR(aggregation, sparse=sparse, random_state=random_state).fit(embeddings, residual)
+    return DeltaGPR(aggregation, sparse=sparse, random_state=random_state).fit(embeddings, residual, forces=forces)
 
 
 def fit_delta(backbone: Any, structures: Sequence[Atoms], *, aggregation: str = "atomic", sparse: bool = True,
-              random_state: int = 0, cache: "EmbeddingCache | None" = None) -> "DeltaGPR":
+              random_state: int = 0, cache: "EmbeddingCache | None" = None, forces: str | None = None) -> "DeltaGPR":
     """Embed ``structures`` (through ``cache``, default the shared embedding cache) and fit a Δ-GPR on
-    E_DFT − E_backbone.  Bad input (no energy, mixed protocols, < 2 structures) is refused before embedding."""
+    E_DFT − E_backbone.  Bad input (no energy, mixed protocols, < 2 structures) is refused before embedding.
+
+    ``forces``: also fit the force residuals F_DFT − F_backbone of these atoms (``"adsorbate"`` or ``"all"``,
+    :func:`uipbench.delta.jacobian.labelled_atoms`), through the embedding's Jacobian (cached)."""
     from .defaults import AGGREGATIONS
 
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose from {', '.join(AGGREGATIONS)}")
-    embeddings, residual = residuals(backbone, structures, cache)
-    return fit_residuals(embeddings, residual, aggregation=aggregation, sparse=sparse, random_state=random_state)
+    labels = None
+    if forces is not None:
+        from ..delta.jacobian import LABELLED, force_labels
+
+        if forces not in LABELLED:
+            raise ValueError(f"force labels on {forces!r} atoms: choose one of {', '.join(LABELLED)}")
+        reference = dft_forces(structures)
+    embeddings, residual = residuals(backbone, structures, cache, forces=forces is not None)
+    if forces is not None:
+        labels = force_labels(backbone, structures, reference, [e.forces for e in embeddings], forces, cache=cache)
+    return fit_residuals(embeddings, residual, aggregation=aggregation, sparse=sparse, random_state=random_state,
+                         forces=labels)

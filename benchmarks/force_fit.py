@@ -1,0 +1,134 @@
+"""Energy-only against energy+force Δ-fits at equal training structures, scored on the validation sets.
+
+    .venv/bin/python benchmarks/force_fit.py --backbone chgnet-0.3.0 [--sizes 24 48 96 max] [--seeds 0 1 2]
+        [--forces adsorbate] [--out reports/benchmarks/force_fit-chgnet-0.3.0.json]
+
+Training data: the shipped structures of cu-s, ag-s and au-s pooled (random subsets of ``--sizes``, one per
+seed, the same subset for both fits); scored on every system's ``validation.extxyz`` (never fitted on):
+energy MAE (meV/atom) per metal and pooled for the raw backbone, the energy-only Δ and the energy+force Δ,
+and the force MAE (meV/Å) on the labelled atoms of the validation structures (``--forces``: the adsorbate
+atoms by default), raw and both Δs, with Δ-forces from the model's design rows (:mod:`uipbench.delta.forces`).
+Same model otherwise: atomic aggregation, sparse, 500 inducing atoms, hyperparameters by the likelihood.
+Embeddings and the Jacobians' displaced embeddings go through the embedding cache (the backbone's worker).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from uipbench._atomic import write_json_atomic
+from uipbench.adapters.registry import load_backbone
+from uipbench.cache import cached_embed
+from uipbench.datasets.io import load, load_validation
+from uipbench.delta.forces import force_rows
+from uipbench.delta.gpr import DeltaGPR
+from uipbench.delta.jacobian import force_labels
+from uipbench.harness.fit import dft_energy, dft_forces
+
+SYSTEMS = ("cu-s", "ag-s", "au-s")
+
+
+def delta_forces(model: DeltaGPR, embedding: np.ndarray, numbers: np.ndarray, labels) -> np.ndarray:
+    """Δ-forces [k, 3] of a fitted atomic sparse model on the labelled atoms (design rows × weights)."""
+    x = (embedding - model.feature_mean_) / model.feature_scale_
+    mask = model.support_species_ if model._mask_species else None
+    rows = force_rows(x, numbers if mask is not None else None, labels, model.feature_scale_, model.support_, mask,
+                      model.length_scale_)
+    return (rows @ model.weights_).reshape(-1, 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="chgnet-0.3.0")
+    parser.add_argument("--sizes", nargs="+", default=["24", "48", "96", "max"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--forces", default="adsorbate", choices=("adsorbate", "all"))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    out = args.out or Path(f"reports/benchmarks/force_fit-{args.backbone}.json")
+
+    train = [a for s in SYSTEMS for a in load(s)]
+    train_system = [s for s in SYSTEMS for _ in load(s)]
+    valid = [a for s in SYSTEMS for a in load_validation(s)]
+    valid_system = [s for s in SYSTEMS for _ in load_validation(s)]
+    backbone = load_backbone(args.backbone)
+
+    t0 = time.perf_counter()
+    emb_train = cached_embed(backbone, train, forces=True).structures
+    emb_valid = cached_embed(backbone, valid, forces=True).structures
+    t_embed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lab_train = force_labels(backbone, train, dft_forces(train), [e.forces for e in emb_train], args.forces)
+    lab_valid = force_labels(backbone, valid, dft_forces(valid, "validation set"), [e.forces for e in emb_valid],
+                             args.forces)
+    t_jacobian = time.perf_counter() - t0
+    n_displaced = sum(6 * len(lab.atoms) for lab in [*lab_train, *lab_valid])
+
+    y_train = np.array([dft_energy(a) for a in train]) - np.array([e.energy for e in emb_train])
+    y_valid = np.array([dft_energy(a) for a in valid]) - np.array([e.energy for e in emb_valid])
+    n_valid = np.array([len(a) for a in valid])
+    X_train = [(e.embedding, e.numbers) for e in emb_train]
+    X_valid = [(e.embedding, e.numbers) for e in emb_valid]
+
+    def energy_mae(pred: np.ndarray) -> dict[str, float]:
+        err = np.abs(y_valid - pred) / n_valid * 1000
+        res = {s: float(err[[v == s for v in valid_system]].mean()) for s in SYSTEMS if s in valid_system}
+        res["all"] = float(err.mean())
+        return res
+
+    def force_mae(model: DeltaGPR | None) -> float:
+        errs = []
+        for e, lab in zip(emb_valid, lab_valid):
+            if not len(lab.atoms):
+                continue
+            pred = np.zeros_like(lab.residual) if model is None else delta_forces(model, e.embedding, e.numbers, lab)
+            errs.append(np.abs(lab.residual - pred).ravel())
+        return float(np.concatenate(errs).mean() * 1000)
+
+    rows = []
+    raw = {"energy_mae_meV_per_atom": energy_mae(np.zeros_like(y_valid)), "force_mae_meV_per_A": force_mae(None)}
+    for size in args.sizes:
+        n = len(train) if size == "max" else int(size)
+        for seed in (args.seeds if n < len(train) else args.seeds[:1]):
+            take = np.sort(np.random.default_rng(seed).permutation(len(train))[:n])
+            X = [X_train[i] for i in take]
+            y = y_train[take]
+            row = {"size": n, "seed": seed, "systems_in_training": sorted({train_system[i] for i in take})}
+            for name, forces in (("energy", None), ("energy+forces", [lab_train[i] for i in take])):
+                t0 = time.perf_counter()
+                model = DeltaGPR("atomic", sparse=True, random_state=seed).fit(X, y, forces=forces)
+                fit_s = time.perf_counter() - t0
+                row[name] = {"energy_mae_meV_per_atom": energy_mae(model.predict(X_valid)),
+                             "force_mae_meV_per_A": force_mae(model), "fit_seconds": fit_s,
+                             "length_scale": model.length_scale_, "noise_level": model.noise_level_,
+                             "force_noise_level": getattr(model, "force_noise_level_", None),
+                             "force_labels": getattr(model, "n_force_labels_", 0)}
+            rows.append(row)
+            print(n, seed, "raw", round(raw["energy_mae_meV_per_atom"]["all"], 2),
+                  "E", round(row["energy"]["energy_mae_meV_per_atom"]["all"], 2),
+                  "E+F", round(row["energy+forces"]["energy_mae_meV_per_atom"]["all"], 2),
+                  "| F raw", round(raw["force_mae_meV_per_A"], 1), "E", round(row["energy"]["force_mae_meV_per_A"], 1),
+                  "E+F", round(row["energy+forces"]["force_mae_meV_per_A"], 1), flush=True)
+    report = {
+        "backbone": args.backbone, "forces_on": args.forces, "training_systems": list(SYSTEMS),
+        "training_structures": len(train), "validation_structures": {s: valid_system.count(s) for s in SYSTEMS},
+        "raw": raw, "runs": rows,
+        "cost": {"embed_seconds": t_embed, "jacobian_seconds_wall": t_jacobian, "displaced_embeddings": n_displaced,
+                 "structures_with_jacobian": len(train) + len(valid),
+                 "max_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+        "machine": f"{platform.node()}, 2 cores shared with structure searches",
+        "note": "validation force MAE on the labelled (adsorbate) atoms only; the Jacobian wall time includes "
+                "the worker start and any cache misses (a second run reads them from the cache)",
+    }
+    write_json_atomic(out, report)
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
