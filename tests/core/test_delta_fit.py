@@ -120,3 +120,19 @@ def test_unknown_backbone_and_output_paths(tmp_path, loads, capsys):
     assert loads == []
     assert _fit("--systems", "cu-s", "--dense", "--out", str(tmp_path / "new" / "models" / "m")) == 0
     assert load(tmp_path / "new" / "models" / "m").species_.tolist() == [16, 29]
+
+
+def test_force_labels_from_the_command_line(tmp_path, loads, capsys):
+    structures = ds.load("ag-s")[:6]
+    write(tmp_path / "extra.extxyz", structures)
+    assert _fit("--systems", "--extra", str(tmp_path / "extra.extxyz"), "--forces", "adsorbate",
+                "--out", str(tmp_path / "m")) == 0
+    n_s = sum(int((a.numbers == 16).sum()) for a in structures)
+    assert f"{3 * n_s} force labels (adsorbate atoms)" in capsys.readouterr().out
+    assert load(tmp_path / "m.json").n_force_labels_ == 3 * n_s
+
+
+def test_force_labels_need_the_sparse_atomic_model(tmp_path, loads, capsys):
+    assert _fit("--systems", "ag-s", "--forces", "all", "--dense", "--out", str(tmp_path / "m")) == 2
+    assert "--forces fits force labels with the sparse atomic model" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()

@@ -66,6 +66,9 @@ def run_fit(args: argparse.Namespace) -> int:
     get_card(args.backbone)  # an unknown backbone, before the data are read
     if args.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.forces and (args.dense or args.aggregation != "atomic"):
+        raise ValueError("--forces fits force labels with the sparse atomic model: drop --dense and use "
+                         "--aggregation atomic")
     structures, sources = _training_structures(args)
 
     from ..adapters.registry import load_backbone
@@ -76,12 +79,14 @@ def run_fit(args: argparse.Namespace) -> int:
     identity = backbone.weights_identity()  # before the work: a bad weights file fails here
     start = time.perf_counter()
     delta = fit_delta(backbone, structures, aggregation=args.aggregation, sparse=not args.dense,
-                      random_state=args.seed)
+                      random_state=args.seed, forces=args.forces)
     seconds = time.perf_counter() - start
     name = identity.backbone
     _refuse_existing(json_path, npz_path, args.force)  # another run may have saved one meanwhile
     save(delta, args.out, name, identity.weights_sha256)
     kind = f"sparse, {len(delta.support_)} inducing points" if delta.sparse_ else "exact"
+    if getattr(delta, "n_force_labels_", 0):
+        kind += f", {delta.n_force_labels_} force labels ({args.forces} atoms)"
     print(f"{name}: Δ-GPR ({args.aggregation}, {kind}) fitted on {len(structures)} structures, "
           f"{sum(len(a) for a in structures)} atoms ({'; '.join(sources)}) in {seconds:.1f} s "
           f"-> {json_path} (+ {npz_path.name})")
@@ -107,6 +112,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--aggregation", choices=AGGREGATIONS, default="atomic")
     f.add_argument("--dense", action="store_true", help="exact GPR instead of the sparse (projected-process) one")
     f.add_argument("--seed", type=int, default=0, help="random state of the fit: inducing points, restarts (0)")
+    f.add_argument("--forces", choices=("adsorbate", "all"), default=None,
+                   help="also fit the force residuals F_DFT − F_backbone of these atoms (the adsorbate's, or all), "
+                        "through the embedding's Jacobian by central differences (cached; uipbench.delta.jacobian)")
     f.add_argument("--weights", default=None, help="local weights file (overrides the card's source)")
     f.add_argument("--force", action="store_true", help="overwrite an existing model at --out")
     add_datasets_root_argument(f)
