@@ -202,10 +202,12 @@ class ExecutorSpec:
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, workers_default: int | None = 2,
-                  workers_help: str = "local processes, Dask local-cluster workers, or SLURM jobs") -> None:
+                  workers_help: str = "local processes, Dask local-cluster workers, or SLURM jobs",
+                  workers_default_text: str | None = None) -> None:
     """Add ``--executor``, ``--scheduler``, ``--cluster``, ``--cluster-config`` and ``--workers``.
 
-    ``workers_default=None`` means all cores of this machine.
+    ``workers_default=None`` means all cores of this machine, unless the command resolves it itself
+    (then ``workers_default_text`` says how).
     """
     group = parser.add_argument_group("where the work runs")
     group.add_argument("--executor", choices=EXECUTORS, default=None,
@@ -218,7 +220,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, workers_default: int | Non
                        help="TOML file with a [slurm] table: queue, cores, memory, walltime, prologue, python")
     from .cli.common import positive_int
 
-    default = "all cores" if workers_default is None else workers_default
+    default = workers_default_text or ("all cores" if workers_default is None else workers_default)
     group.add_argument("--workers", metavar="N", type=positive_int, default=workers_default,
                        help=f"{workers_help} (default {default}; ignored with --scheduler)")
 

@@ -225,3 +225,26 @@ def test_regress_hands_its_sweep_the_chosen_executor(tmp_path, monkeypatch, caps
                  "--workers", "3", "--out", str(tmp_path / "r")])
     assert code == 2 and "stop here" in capsys.readouterr().err
     assert seen["executor"] == "the dask executor" and seen["workers"] == 3 and seen["spec"].workers == 3
+
+
+def test_local_seeds_run_side_by_side_by_default(tmp_path, monkeypatch, capsys):
+    """Without --workers, one local search per seed at a time, up to this machine's cores."""
+    import os
+
+    import uipbench.search.seeds as seeds
+    from uipbench.cli import main
+    from uipbench.search.seeds import SeedResult
+
+    seen: dict = {}
+
+    def fake_run_seeds(tasks, executor=None, *, workers=1, on_result=None):
+        seen["workers"] = workers
+        return [SeedResult(t.seed, t.out, 0, -1.0, 2, 1) for t in tasks]
+
+    monkeypatch.setattr(seeds, "run_seeds", fake_run_seeds)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for given, expected in (([0, 1, 2], 2), ([7], 1)):
+        out = tmp_path / f"o{len(given)}"
+        assert main(["search", "cu-s3-3x3", "--backbone", "chgnet-0.3.0", "--budget", "2", "--out", str(out),
+                     "--seeds", *map(str, given)]) == 0, capsys.readouterr().err
+        assert seen["workers"] == expected

@@ -53,8 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from .active_command import add_active_arguments  # --active-learning (uipbench.search.active_command)
 
     add_active_arguments(p)
-    add_executor_arguments(p, workers_default=1, workers_help="with --seeds: seeds searched at a time (local "
-                           "search processes, Dask local-cluster workers, or SLURM jobs)")
+    add_executor_arguments(p, workers_default=None, workers_help="with --seeds: seeds searched at a time (local "
+                           "search processes, Dask local-cluster workers, or SLURM jobs)",
+                           workers_default_text="one per seed, at most this machine's cores")
     p.set_defaults(func=run_command)
     return p
 
@@ -171,6 +172,9 @@ def _run_seeds(args: argparse.Namespace) -> int:
     from ..executors import ExecutorSpec, open_executor
     from .seeds import run_seeds, seed_tasks, write_seeds_summary
 
+    if args.workers is None:  # one per seed, at most the cores (a SLURM job per seed)
+        cores = len(args.seeds) if args.cluster else (os.cpu_count() or 1)
+        args.workers = max(1, min(len(args.seeds), cores))
     spec = ExecutorSpec.from_args(args)  # checked (and a cluster config read) before any work
     out = Path(args.out).resolve()
     if args.delta:
