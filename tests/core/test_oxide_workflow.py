@@ -142,12 +142,30 @@ def test_minima_labels_and_the_phase_diagram(tmp_path, fake_gpaw, searches):
 
     names = [w.name for w in diagram.dft.winners]
     assert names and set(names) <= {"clean", "O2", "Cu4O3"}
-    for name in ("phase_diagram.png", "delta_g.csv", "phases.json", "report.md", "report.html"):
+    for name in ("phase_diagram.png", "minima.png", "delta_g.csv", "phases.json", "report.md", "report.html"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     text = report.read_text()
     assert "Lowest phase over Δμ_O" in text and "Cu4O3" in text and "![phase diagram](phase_diagram.png)" in text
+    assert "![minima](minima.png)" in text
     data = json.loads((tmp_path / "out" / "phases.json").read_text())
     assert set(data["methods"]) == {BACKBONE, DFT}
+
+
+def test_the_pictures_show_each_compositions_best_and_its_dft_lowest():
+    from types import SimpleNamespace
+
+    from ase import Atoms
+
+    from uipbench.oxide.report import picture_panels
+
+    a, b, c = Atoms("Cu"), Atoms("Cu2"), Atoms("Cu3")
+    rows = [SimpleNamespace(problem="p1", name="Cu5O4", dft_rank=2, labelled=2),
+            SimpleNamespace(problem="p2", name="O2", dft_rank=1, labelled=1),
+            SimpleNamespace(problem="p3", name="Cu4O4", dft_rank=None, labelled=0)]
+    panels = picture_panels(SimpleNamespace(rows=rows), {"p1": [a, b], "p2": [c], "p3": [a]})
+    assert [p[0] for p in panels] == [a, b, c, a]
+    assert "DFT-lowest\n(backbone #2)" in panels[1][1] and "= DFT-lowest of 1 labelled" in panels[2][1]
+    assert "no DFT point" in panels[3][1]
 
 
 def test_without_dft_points_the_backbone_diagram_is_drawn_alone(tmp_path, fake_gpaw, searches):

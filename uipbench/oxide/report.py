@@ -14,12 +14,14 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from ase import Atoms
+
 from .._atomic import write_text_atomic
 from ..report.html import Block, write_html
 from .diagram import CompositionRow, MethodDiagram, PhaseDiagram, delta_g_table, table_mus
 from .phase import Interval
 
-FIGURE, TABLE, JSON_FILE = "phase_diagram.png", "delta_g.csv", "phases.json"
+FIGURE, TABLE, JSON_FILE, MINIMA_FIGURE = "phase_diagram.png", "delta_g.csv", "phases.json", "minima.png"
 METHOD_TEXT = ("ΔG(Δμ_O) = [E_slab − E_clean − ΔN_Cu·E_Cu(bulk) − N_O(½E_O2 + Δμ_O)] / A, each method with its own "
                "energies (protocol {protocol}; A = {area:.2f} Å², the '8' cell). The backbone line of a composition "
                "is its lowest search minimum; the DFT line the lowest DFT single point among its labelled minima, "
@@ -104,8 +106,25 @@ def _references_table(methods: list[MethodDiagram]) -> str:
          for m in methods])
 
 
-def blocks(diagram: PhaseDiagram, table: list[dict]) -> list[Block]:
-    """The report section as blocks (heading, paragraphs, tables, the figure)."""
+def picture_panels(diagram: PhaseDiagram, minima: dict[str, list[Atoms]]) -> list[tuple[Atoms, str]]:
+    """Top views for the report: each composition's lowest backbone minimum, and beside it the DFT-lowest of
+    its labelled minima where that is another one (``minima``: each problem's minima, backbone order)."""
+    panels: list[tuple[Atoms, str]] = []
+    for row in diagram.rows:
+        found = minima.get(row.problem) or []
+        if not found:
+            continue
+        if row.dft_rank == 1:
+            panels.append((found[0], f"{row.name}: backbone #1\n= DFT-lowest of {row.labelled} labelled"))
+            continue
+        panels.append((found[0], f"{row.name}: backbone #1" + ("\n(no DFT point)" if row.dft_rank is None else "")))
+        if row.dft_rank is not None and row.dft_rank <= len(found):
+            panels.append((found[row.dft_rank - 1], f"{row.name}: DFT-lowest\n(backbone #{row.dft_rank})"))
+    return panels
+
+
+def blocks(diagram: PhaseDiagram, table: list[dict], pictures: bool = False) -> list[Block]:
+    """The report section as blocks (heading, paragraphs, tables, the figures)."""
     methods = [m for m in (diagram.backbone_diagram, diagram.dft) if m is not None]
     mu_columns = [k for k in table[0] if k.endswith(" eV")] if table else []
     out: list[Block] = [
@@ -119,6 +138,9 @@ def blocks(diagram: PhaseDiagram, table: list[dict]) -> list[Block]:
                                [[r["method"], r["phase"], *(f"{r[k]:.1f}" for k in mu_columns)]
                                 for r in table])),
     ]
+    if pictures:
+        out.append(("md", f"Top views of the minima (Cu brown, O red; the slab wrapped into the '8' cell):\n\n"
+                          f"![minima]({MINIMA_FIGURE})"))
     out += [("md", note) for note in diagram.notes]
     return out
 
@@ -139,14 +161,21 @@ def _json(diagram: PhaseDiagram, table: list[dict], provenance: dict) -> dict:
             "provenance": provenance}
 
 
-def write_outputs(diagram: PhaseDiagram, out: Path, provenance: dict, mus: Sequence[float] | None = None) -> Path:
-    """Every output file in ``out``; returns ``report.md``."""
+def write_outputs(diagram: PhaseDiagram, out: Path, provenance: dict, mus: Sequence[float] | None = None,
+                  minima: dict[str, list[Atoms]] | None = None) -> Path:
+    """Every output file in ``out``; returns ``report.md``.  ``minima``: each problem's minima in backbone order,
+    for the top views (``minima.png``)."""
     out.mkdir(parents=True, exist_ok=True)
     table = delta_g_table(diagram, mus if mus is not None else table_mus(diagram))
     plot(diagram, out / FIGURE)
+    panels = picture_panels(diagram, minima or {})
+    if panels:
+        from ..search.output import plot_top_views
+
+        plot_top_views(out / MINIMA_FIGURE, panels, f"'8' Cu oxide minima, {diagram.backbone}")
     write_text_atomic(out / TABLE, _csv(table))
     write_text_atomic(out / JSON_FILE, json.dumps(_json(diagram, table, provenance), indent=2) + "\n")
-    section = blocks(diagram, table)
+    section = blocks(diagram, table, pictures=bool(panels))
     write_text_atomic(out / "report.md", "\n\n".join(text for _, text in section) + "\n")
     write_html(section, out / "report.html", title=f"uipbench: the '8' Cu oxide, {diagram.backbone}")
     return out / "report.md"

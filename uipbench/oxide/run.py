@@ -64,4 +64,5 @@ def phase_diagram(searches: Sequence[Path], backbone: str, out: Path, *, root: P
         diagram = build(pooled, backbone, references, evaluate, labelled, mu_min, mu_max, str(where))
         provenance = {"searches": [str(r.path) for r in runs], "weights_sha256": runs[0].weights_sha256,
                       "references": str(where), "labelled": str(labelled_path) if labelled else None}
-        return diagram, write_outputs(diagram, Path(out), provenance, mus)
+        minima = {name: problem.minima for name, problem in pooled.items()}
+        return diagram, write_outputs(diagram, Path(out), provenance, mus, minima)
