@@ -26,7 +26,7 @@ import numpy as np
 from uipbench._atomic import write_json_atomic
 from uipbench.adapters.registry import load_backbone
 from uipbench.cache import cached_embed
-from uipbench.datasets.io import load, load_validation
+from uipbench.datasets.io import load, load_validation, read_structures
 from uipbench.delta.forces import force_rows
 from uipbench.delta.gpr import DeltaGPR
 from uipbench.delta.jacobian import force_labels
@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["24", "48", "96", "max"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--forces", default="adsorbate", choices=("adsorbate", "all"))
+    parser.add_argument("--minima", type=Path, default=Path("reports/search-benchmark/labelled.extxyz"),
+                        help="DFT-labelled search minima (never fitted on): pair ordering and energy MAE on them")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or Path(f"reports/benchmarks/force_fit-{args.backbone}.json")
@@ -60,7 +62,12 @@ def main() -> None:
     valid_system = [s for s in SYSTEMS for _ in load_validation(s)]
     backbone = load_backbone(args.backbone)
 
+    minima = read_structures(args.minima) if args.minima and args.minima.is_file() else []
     t0 = time.perf_counter()
+    emb_minima = cached_embed(backbone, minima).structures if minima else []
+    y_minima = np.array([dft_energy(a) for a in minima]) - np.array([e.energy for e in emb_minima])
+    X_minima = [(e.embedding, e.numbers) for e in emb_minima]
+    formula = [a.get_chemical_formula() for a in minima]
     emb_train = cached_embed(backbone, train, forces=True).structures
     emb_valid = cached_embed(backbone, valid, forces=True).structures
     t_embed = time.perf_counter() - t0
@@ -92,6 +99,25 @@ def main() -> None:
             errs.append(np.abs(lab.residual - pred).ravel())
         return float(np.concatenate(errs).mean() * 1000)
 
+    def on_minima(delta_pred: np.ndarray) -> dict:
+        """Same-formula pairs of the minima ordered as DFT orders them (ties in DFT < 1 meV left out), and the
+        MAE of the relative energies (each formula's mean removed: only orderings and gaps matter here)."""
+        if not minima:
+            return {}
+        dft = np.array([dft_energy(a) for a in minima])
+        model = dft - y_minima + delta_pred  # E_backbone + Δ
+        res: dict = {}
+        for f in sorted(set(formula)):
+            idx = np.array([i for i, g in enumerate(formula) if g == f])
+            i, j = np.triu_indices(len(idx), 1)
+            d_dft = dft[idx][i] - dft[idx][j]
+            d_model = model[idx][i] - model[idx][j]
+            keep = np.abs(d_dft) > 1e-3
+            rel = (model[idx] - model[idx].mean()) - (dft[idx] - dft[idx].mean())
+            res[f] = {"pairs": int(keep.sum()), "ordered_as_dft": float(np.mean(np.sign(d_dft[keep]) == np.sign(d_model[keep]))),
+                      "relative_energy_mae_meV": float(np.abs(rel).mean() * 1000)}
+        return res
+
     rows = []
     # raw forces need no offset; raw energies are scored per run, after the offset fitted on its structures
     raw = {"force_mae_meV_per_A": force_mae(None)}
@@ -107,9 +133,11 @@ def main() -> None:
                 model = DeltaGPR("atomic", sparse=True, random_state=seed).fit(X, y, forces=forces)
                 fit_s = time.perf_counter() - t0
                 if forces is None:  # the raw backbone up to its per-species offset fitted on the same structures
-                    row["raw"] = {"energy_mae_meV_per_atom": energy_mae(model.predict_baseline(X_valid))}
+                    row["raw"] = {"energy_mae_meV_per_atom": energy_mae(model.predict_baseline(X_valid)),
+                                  "minima": on_minima(model.predict_baseline(X_minima)) if minima else {}}
                 row[name] = {"energy_mae_meV_per_atom": energy_mae(model.predict(X_valid)),
                              "force_mae_meV_per_A": force_mae(model), "fit_seconds": fit_s,
+                             "minima": on_minima(model.predict(X_minima)) if minima else {},
                              "length_scale": model.length_scale_, "noise_level": model.noise_level_,
                              "force_noise_level": getattr(model, "force_noise_level_", None),
                              "force_labels": getattr(model, "n_force_labels_", 0)}
@@ -118,10 +146,14 @@ def main() -> None:
                   "E", round(row["energy"]["energy_mae_meV_per_atom"]["all"], 2),
                   "E+F", round(row["energy+forces"]["energy_mae_meV_per_atom"]["all"], 2),
                   "| F raw", round(raw["force_mae_meV_per_A"], 1), "E", round(row["energy"]["force_mae_meV_per_A"], 1),
-                  "E+F", round(row["energy+forces"]["force_mae_meV_per_A"], 1), flush=True)
+                  "E+F", round(row["energy+forces"]["force_mae_meV_per_A"], 1),
+                  "| minima ordered", *[round(np.mean([v["ordered_as_dft"] for v in row[k]["minima"].values()]), 2)
+                                        for k in ("raw", "energy", "energy+forces") if row[k]["minima"]], flush=True)
     report = {
         "backbone": args.backbone, "forces_on": args.forces, "training_systems": list(SYSTEMS),
         "training_structures": len(train), "validation_structures": {s: valid_system.count(s) for s in SYSTEMS},
+        "minima": {"file": str(args.minima), "structures": len(minima),
+                   "formulas": {f: formula.count(f) for f in sorted(set(formula))}},
         "raw": raw, "runs": rows,
         "cost": {"embed_seconds": t_embed, "jacobian_seconds_wall": t_jacobian, "displaced_embeddings": n_displaced,
                  "structures_with_jacobian": len(train) + len(valid),
