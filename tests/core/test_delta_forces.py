@@ -89,6 +89,22 @@ def test_the_force_rows_are_the_fitted_models_own_forces(fitted):
         np.testing.assert_allclose(from_rows, predicted_forces(delta, pos), rtol=1e-5, atol=1e-6)
 
 
+def test_the_force_rows_with_a_same_species_kernel():
+    """Two species, kernel zero across species: the rows are still the model's own forces."""
+    X, y, forces, truth = dataset(16, seed=4)
+    species = lambda n: np.array([8] + [16] * (n - 1))  # noqa: E731
+    X = [(emb, species(len(emb))) for emb, _ in X]
+    delta = model(same_species=True).fit(X, y, forces=forces)
+    pos = truth[2][0]
+    numbers = species(len(pos))
+    x = (X[2][0] - delta.feature_mean_) / delta.feature_scale_
+    rows = force_rows(x, numbers, forces[2], delta.feature_scale_, delta.support_, delta.support_species_,
+                      delta.length_scale_)
+    fd = -central_difference(lambda p: delta.predict([(toy_embedding(p), numbers)])[0], pos, h=1e-3)
+    # predict's differences carry ~3e-5 eV/Å of rounding here (it grows as h shrinks); a wrong mask or sign is O(0.1)
+    np.testing.assert_allclose((rows @ delta.weights_).reshape(-1, 3), fd, rtol=1e-3, atol=1e-4)
+
+
 def test_force_labels_make_the_model_fit_the_forces(fitted):
     _, _, _, truth, energy_only, with_forces = fitted
     err = {name: np.mean([np.abs(predicted_forces(m, pos) - f).mean() for pos, f in truth[:6]])
@@ -133,6 +149,7 @@ def test_the_std_of_a_force_trained_model_is_finite_and_survives_save_and_load(t
     (lambda f: ForceLabels(f.atoms, f.residual, f.jacobian[..., :2]), "Jacobian of shape"),
     (lambda f: ForceLabels(np.array([0, 0, 1, 2, 3]), f.residual, f.jacobian), "distinct"),
     (lambda f: ForceLabels(f.atoms, f.residual * np.nan, f.jacobian), "NaN"),
+    (lambda f: ForceLabels(f.atoms.astype(float), f.residual, f.jacobian), "integer indices"),
 ])
 def test_bad_force_labels_are_named(change, message):
     X, y, forces, _ = dataset(4, seed=2)

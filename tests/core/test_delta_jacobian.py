@@ -111,3 +111,12 @@ def test_fit_delta_refuses_structures_without_dft_forces(tmp_path):
         fit_delta(FakeBackbone(), structures, forces="adsorbate", cache=EmbeddingCache(tmp_path))
     with pytest.raises(ValueError, match="'some'"):
         fit_delta(FakeBackbone(), structures, forces="some", cache=EmbeddingCache(tmp_path))
+
+
+def test_a_structure_without_adsorbate_atoms_adds_no_force_rows(tmp_path):
+    """A clean slab (nothing but the metal) has no labelled atoms with forces='adsorbate': it adds no rows."""
+    structures = [with_dft(slab_with_s(s), s) for s in range(5)]
+    clean = fcc111("Cu", (2, 2, 2), vacuum=8.0)
+    structures.append(with_dft(clean, 9))
+    model = fit_delta(FakeBackbone(), structures, forces="adsorbate", cache=EmbeddingCache(tmp_path))
+    assert model.n_force_labels_ == 5 * 2 * 3

@@ -47,10 +47,15 @@ class ForceLabels:
     jacobian: np.ndarray
 
     def check(self, n_atoms: int, width: int, where: str) -> "ForceLabels":
-        atoms = np.asarray(self.atoms, dtype=np.int64).reshape(-1)
+        atoms = np.asarray(self.atoms).reshape(-1)
+        if atoms.size and atoms.dtype.kind not in "iu":
+            raise ForceLabelError(f"{where}: labelled atoms must be integer indices, got dtype {atoms.dtype}")
+        atoms = atoms.astype(np.int64)
         residual = np.asarray(self.residual, dtype=np.float64)
         jacobian = np.asarray(self.jacobian, dtype=np.float64)
         k = len(atoms)
+        if k == 0:  # nothing labelled in this structure (a clean slab): no rows, whatever the empty arrays' shapes
+            return ForceLabels(atoms, np.zeros((0, 3)), np.zeros((0, 3, n_atoms, width)))
         if residual.shape != (k, 3):
             raise ForceLabelError(f"{where}: force residual of shape {residual.shape}, expected ({k}, 3)")
         if jacobian.shape != (k, 3, n_atoms, width):

@@ -148,9 +148,9 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         small or busy machine, where threaded BLAS on small matrices spins; None keeps
         the BLAS default.
     force_noise_level : float or None
-        Variance (eV²/Å²) of the white noise on force labels (``fit(..., forces=...)``).  With
-        ``optimize`` it is chosen by the joint log marginal likelihood (the energy hyperparameters
-        kept), within ``force_noise_level_bounds``; a value given with ``optimize=False`` is used as is.
+        Variance (eV²/Å²) of the white noise on force labels (``fit(..., forces=...)``).  A value given
+        with ``optimize=False`` is used as is; otherwise (``optimize``, or ``None``) it is chosen by the
+        joint log marginal likelihood (the energy hyperparameters kept), within ``force_noise_level_bounds``.
     force_noise_level_bounds : (float, float)
         Bounds of that choice (default 1e-6 – 10 eV²/Å²: 1 meV/Å to 3 eV/Å).
     """
@@ -345,6 +345,9 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
             raise ValueError("force labels are fitted by the sparse (projected-process) model; use sparse=True "
                              "or 'auto'")
         bounds = np.searchsorted(structures.index, np.arange(structures.n_structures + 1))
+        if any(lab is not None and not isinstance(lab, ForceLabels) for lab in forces):
+            bad = next(type(lab).__name__ for lab in forces if lab is not None and not isinstance(lab, ForceLabels))
+            raise ForceLabelError(f"forces must hold ForceLabels (or None) per structure, got a {bad}")
         checked = [None if lab is None else lab.check(int(bounds[s + 1] - bounds[s]), structures.width,
                                                       f"structure {s}")
                    for s, lab in enumerate(forces)]

@@ -16,7 +16,9 @@ differences of the backbone's own embedding, ``(x(r + h e) − x(r − h e)) / 2
 
 Which atoms' forces become labels (:func:`labelled_atoms`): ``"adsorbate"`` (default) — the atoms that
 are not of the structure's most abundant element, the slab's metal: the S (or O) atoms whose bonding the
-backbone gets wrong, at 6 displaced embeddings each; ``"all"`` — every atom, 6N embeddings per structure.
+backbone gets wrong, at 6 displaced embeddings each (a clean slab has none and adds no force rows; a structure
+whose adsorbate outnumbered the metal would have the metal labelled instead: use ``"all"`` there);
+``"all"`` — every atom, 6N embeddings per structure.
 """
 from __future__ import annotations
 

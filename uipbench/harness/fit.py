@@ -134,6 +134,7 @@ def fit_delta(backbone: Any, structures: Sequence[Atoms], *, aggregation: str = 
         reference = dft_forces(structures)
     embeddings, residual = residuals(backbone, structures, cache, forces=forces is not None)
     if forces is not None:
-        labels = force_labels(backbone, structures, reference, [e.forces for e in embeddings], forces, cache=cache)
+        labels = force_labels(backbone, structures, reference, [e.forces for e in embeddings], forces, cache=cache,
+                              width=embeddings[0].embedding.shape[1])
     return fit_residuals(embeddings, residual, aggregation=aggregation, sparse=sparse, random_state=random_state,
                          forces=labels)
