@@ -42,6 +42,11 @@ class Structures:
         return int(self.embedding.shape[1])
 
     @property
+    def bounds(self) -> np.ndarray:
+        """[n_structures + 1]: structure s holds atoms ``bounds[s]:bounds[s + 1]``."""
+        return np.searchsorted(self.index, np.arange(self.n_structures + 1))
+
+    @property
     def n_atoms(self) -> int:
         return int(self.numbers.shape[0])
 
@@ -77,6 +82,11 @@ class Points:
     @property
     def one_per_structure(self) -> bool:
         return self.n_points == self.n_structures
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """[n_structures + 1]: structure s owns points ``bounds[s]:bounds[s + 1]``."""
+        return np.searchsorted(self.owner, np.arange(self.n_structures + 1))
 
     def summing_matrix(self, start: int = 0, stop: int | None = None) -> sp.csr_matrix:
         """[n_structures, stop - start] matrix that sums points ``start:stop`` into their structures."""

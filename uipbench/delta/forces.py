@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .aggregation import Points
 from .kernels import point_kernel
 
 
@@ -61,7 +62,7 @@ class ForceLabels:
         if jacobian.shape != (k, 3, n_atoms, width):
             raise ForceLabelError(f"{where}: Jacobian of shape {jacobian.shape}, expected ({k}, 3, {n_atoms}, {width})"
                                   f" for {k} labelled atoms of a {n_atoms}-atom structure of width {width}")
-        if k and (atoms.min() < 0 or atoms.max() >= n_atoms or len(np.unique(atoms)) != k):
+        if atoms.min() < 0 or atoms.max() >= n_atoms or len(np.unique(atoms)) != k:
             raise ForceLabelError(f"{where}: labelled atom indices must be distinct and in 0..{n_atoms - 1}, "
                                   f"got {atoms.tolist()}")
         for name, value in (("force residual", residual), ("Jacobian", jacobian)):
@@ -90,18 +91,18 @@ def force_rows(features: np.ndarray, species: np.ndarray | None, labels: ForceLa
     return rows.T / length_scale**2
 
 
-def force_design(points_features: np.ndarray, points_species: np.ndarray, bounds: np.ndarray,
-                 labels: Sequence[ForceLabels | None], scale: np.ndarray, inducing: np.ndarray,
+def force_design(points: Points, labels: Sequence[ForceLabels | None], scale: np.ndarray, inducing: np.ndarray,
                  inducing_species: np.ndarray | None, length_scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Design rows [q_total, m] and targets [q_total] of every structure's force labels (structures without
-    labels add none); ``bounds[s]:bounds[s+1]`` are structure s's atoms among the points."""
+    labels add none); ``points``: the standardised atomic points, one structure's atoms after another."""
     rows, targets = [], []
+    bounds = points.bounds
     for s, lab in enumerate(labels):
         if lab is None or not lab.n_labels:
             continue
         a, b = bounds[s], bounds[s + 1]
-        species = points_species[a:b] if inducing_species is not None else None
-        rows.append(force_rows(points_features[a:b], species, lab, scale, inducing, inducing_species,
+        species = points.species[a:b] if inducing_species is not None else None
+        rows.append(force_rows(points.features[a:b], species, lab, scale, inducing, inducing_species,
                                length_scale))
         targets.append(lab.residual.reshape(-1))
     if not rows:

@@ -51,7 +51,7 @@ from .aggregation import AGGREGATIONS, REDUCTIONS, Points, Structures, aggregate
     is_structure_list, structures_from_items
 from .kernels import KernelParams, Standardizer, cholesky_jittered, point_kernel, \
     point_kernel_torch, self_kernel, solve_lower, species_mask, sq_dist, summed_kernel
-from .forces import ForceLabelError, ForceLabels, force_design, scaled_rows
+from .forces import ForceLabelError, ForceLabels, force_design, force_rows, scaled_rows
 from .likelihood import FAILED, LOG_2PI, ExactObjective, optimise, sparse_solve, SparseObjective
 from .offset import fit_species_offset
 from .selection import select_inducing, structure_subset, subset_points
@@ -331,26 +331,16 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
 
     def _check_forces(self, forces: Sequence[ForceLabels | None] | None,
                       structures: Structures) -> list[ForceLabels | None] | None:
-        """The force labels checked against their structures, or ``None`` when there are none."""
+        """The force labels of a fit checked against their structures, or ``None`` when there are none."""
         if forces is None:
             return None
-        forces = list(forces)
-        if len(forces) != structures.n_structures:
-            raise ForceLabelError(f"got {len(forces)} force labels for {structures.n_structures} structures "
-                                  f"(one per structure, None for a structure without)")
         if self.aggregation != "atomic":
             raise ValueError(f"force labels need the 'atomic' aggregation (a sum over atoms), not "
                              f"{self.aggregation!r}")
         if self.sparse is False:
             raise ValueError("force labels are fitted by the sparse (projected-process) model; use sparse=True "
                              "or 'auto'")
-        bounds = np.searchsorted(structures.index, np.arange(structures.n_structures + 1))
-        if any(lab is not None and not isinstance(lab, ForceLabels) for lab in forces):
-            bad = next(type(lab).__name__ for lab in forces if lab is not None and not isinstance(lab, ForceLabels))
-            raise ForceLabelError(f"forces must hold ForceLabels (or None) per structure, got a {bad}")
-        checked = [None if lab is None else lab.check(int(bounds[s + 1] - bounds[s]), structures.width,
-                                                      f"structure {s}")
-                   for s, lab in enumerate(forces)]
+        checked = _checked_labels(forces, structures)
         return checked if any(lab is not None and lab.n_labels for lab in checked) else None
 
     def _fit_sparse(self, points: Points, residual: np.ndarray, start: KernelParams,
@@ -387,9 +377,7 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
                            params: KernelParams):
         """The projected-process solution on energy and force rows; the force noise maximises the joint
         log marginal likelihood with the energy hyperparameters kept (bounded search on its logarithm)."""
-        bounds = np.searchsorted(points.owner, np.arange(points.n_structures + 1))
-        PF, rF = force_design(points.features, points.species, bounds, labels, self.feature_scale_, inducing,
-                              mask, params.length_scale)
+        PF, rF = force_design(points, labels, self.feature_scale_, inducing, mask, params.length_scale)
         unit = KernelParams(params.amplitude, params.length_scale, 1.0)
 
         def solve(noise_force: float):
@@ -434,6 +422,31 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         structures, _ = self._validate(X, None, reset=False)
         self._check_species(structures)
         return self._baseline(structures)
+
+    @_blas_limited
+    def predict_forces(self, X: Any, forces: Sequence[ForceLabels | None]) -> list[np.ndarray]:
+        """Δ-forces (eV/Å, [k, 3]) on the labelled atoms of each structure of ``X``: ``forces`` gives, per
+        structure, the atoms and the embedding's Jacobian there (:class:`~uipbench.delta.forces.ForceLabels`;
+        its residual is not used; ``None``: no atoms).  The ``atomic`` aggregation only: the forces of
+        ``predict``'s energy, without autograd (what the fit's force rows are, times the weights)."""
+        check_is_fitted(self)
+        if self.aggregation != "atomic":
+            raise ValueError(f"Δ-forces from force labels need the 'atomic' aggregation, not {self.aggregation!r}")
+        structures, _ = self._validate(X, None, reset=False)
+        self._check_species(structures)
+        labels = _checked_labels(forces, structures)
+        points = self._points(structures)
+        mask = self.support_species_ if self._mask_species else None
+        bounds, out = points.bounds, []
+        for s, lab in enumerate(labels):
+            if lab is None or not lab.n_labels:
+                out.append(np.zeros((0, 3)))
+                continue
+            a, b = bounds[s], bounds[s + 1]
+            rows = force_rows(points.features[a:b], None if mask is None else points.species[a:b], lab,
+                              self.feature_scale_, self.support_, mask, self.length_scale_)
+            out.append((rows @ self.weights_).reshape(-1, 3))
+        return out
 
     def _predict(self, structures: Structures, return_std: bool) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         self._check_species(structures)
@@ -535,6 +548,20 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         if self.offset or self.aggregation == "species" or self._mask_species:
             raise DeltaModelError(f"element(s) {_names(unseen)} not in the training data of this Δ-model "
                                   f"(trained on {_names(self.species_)}); it cannot correct them")
+
+
+def _checked_labels(forces: Sequence[ForceLabels | None], structures: Structures) -> list[ForceLabels | None]:
+    """One :class:`ForceLabels` (or None) per structure, each checked against its structure."""
+    forces = list(forces)
+    if len(forces) != structures.n_structures:
+        raise ForceLabelError(f"got {len(forces)} force labels for {structures.n_structures} structures "
+                              f"(one per structure, None for a structure without)")
+    bad = [type(lab).__name__ for lab in forces if lab is not None and not isinstance(lab, ForceLabels)]
+    if bad:
+        raise ForceLabelError(f"forces must hold ForceLabels (or None) per structure, got a {bad[0]}")
+    bounds = structures.bounds
+    return [None if lab is None else lab.check(int(bounds[s + 1] - bounds[s]), structures.width, f"structure {s}")
+            for s, lab in enumerate(forces)]
 
 
 def _names(numbers: np.ndarray) -> str:

@@ -108,7 +108,7 @@ def self_kernel(points: Points, length_scale: float, same_species: bool) -> np.n
     """[n_structures] unit-amplitude k(structure, structure) = sum over its pairs of points."""
     if points.one_per_structure:
         return np.ones(points.n_structures)
-    bounds = np.searchsorted(points.owner, np.arange(points.n_structures + 1))
+    bounds = points.bounds
     out = np.empty(points.n_structures)
     for s in range(points.n_structures):
         x = points.features[bounds[s]:bounds[s + 1]]
