@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ..harness.defaults import AGGREGATIONS
+from ..harness.defaults import AGGREGATIONS, FORCE_LABELS
 from .common import add_datasets_root_argument, add_trust_argument, check_input_files, check_output_files, \
     check_output_folder
 
@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--aggregation", choices=AGGREGATIONS, default="atomic")
     f.add_argument("--dense", action="store_true", help="exact GPR instead of the sparse (projected-process) one")
     f.add_argument("--seed", type=int, default=0, help="random state of the fit: inducing points, restarts (0)")
-    f.add_argument("--forces", choices=("adsorbate", "all"), default=None,
+    f.add_argument("--forces", choices=FORCE_LABELS, default=None,
                    help="also fit the force residuals F_DFT − F_backbone of these atoms (the adsorbate's, or all), "
                         "through the embedding's Jacobian by central differences (cached; uipbench.delta.jacobian)")
     f.add_argument("--weights", default=None, help="local weights file (overrides the card's source)")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from ase import Atoms
 
+from ..harness.defaults import FORCE_LABELS as LABELLED
 from .forces import ForceLabels
 
 if TYPE_CHECKING:
@@ -35,14 +36,18 @@ if TYPE_CHECKING:
     from ..cache import EmbeddingCache
 
 DEFAULT_STEP = 1e-3  # Å
-LABELLED = ("adsorbate", "all")
+
+
+def check_labelled(which: str) -> None:
+    """Refuse a choice of labelled atoms that is neither ``"adsorbate"`` nor ``"all"``."""
+    if which not in LABELLED:
+        raise ValueError(f"force labels on {which!r} atoms: choose one of {', '.join(LABELLED)}")
 
 
 def labelled_atoms(atoms: Atoms, which: str = "adsorbate") -> np.ndarray:
     """Indices of the atoms whose forces are labels: ``"adsorbate"`` (not of the most abundant element) or
     ``"all"``."""
-    if which not in LABELLED:
-        raise ValueError(f"force labels on {which!r} atoms: choose one of {', '.join(LABELLED)}")
+    check_labelled(which)
     numbers = np.asarray(atoms.numbers)
     if which == "all":
         return np.arange(len(numbers))
@@ -71,7 +76,7 @@ def jacobian_from_displaced(embeddings: Sequence[np.ndarray], n_labelled: int,
     """[k, 3, n, d] central differences from the embeddings of :func:`displaced_copies`, in its order."""
     if len(embeddings) != 6 * n_labelled:
         raise ValueError(f"{len(embeddings)} displaced embeddings for {n_labelled} labelled atoms (need 6 each)")
-    if n_labelled == 0:
+    if n_labelled == 0:  # no atom, no column (ForceLabels.check gives it its structure's shape)
         return np.zeros((0, 3, 0, 0))
     stacked = np.stack([np.asarray(e, np.float64) for e in embeddings])  # [6k, n, d]
     stacked = stacked.reshape(n_labelled, 3, 2, *stacked.shape[1:])
@@ -80,7 +85,7 @@ def jacobian_from_displaced(embeddings: Sequence[np.ndarray], n_labelled: int,
 
 def force_labels(backbone: "Backbone", structures: Sequence[Atoms], dft_forces: Sequence[np.ndarray],
                  backbone_forces: Sequence[np.ndarray], which: str = "adsorbate", step: float = DEFAULT_STEP,
-                 cache: "EmbeddingCache | None" = None, width: int | None = None) -> list[ForceLabels]:
+                 cache: "EmbeddingCache | None" = None) -> list[ForceLabels]:
     """The force labels of ``structures`` for the Δ-fit: residuals ``F_DFT − F_backbone`` on the labelled
     atoms and the embedding's Jacobian there, all displaced copies embedded in one (cached) call."""
     from ..cache import cached_embed
@@ -93,11 +98,10 @@ def force_labels(backbone: "Backbone", structures: Sequence[Atoms], dft_forces: 
     flat = [c for group in copies for c in group]
     embedded = cached_embed(backbone, flat, cache).structures if flat else []
     out, start = [], 0
-    for atoms, idx, group, f_dft, f_bb in zip(structures, chosen, copies, dft_forces, backbone_forces):
+    for idx, group, f_dft, f_bb in zip(chosen, copies, dft_forces, backbone_forces):
         part = [e.embedding for e in embedded[start:start + len(group)]]
         start += len(group)
-        d = part[0].shape[1] if part else int(width or 0)
-        J = jacobian_from_displaced(part, len(idx), step) if len(idx) else np.zeros((0, 3, len(atoms), d))
+        J = jacobian_from_displaced(part, len(idx), step)
         residual = np.asarray(f_dft, np.float64)[idx] - np.asarray(f_bb, np.float64)[idx]
         out.append(ForceLabels(idx, residual, J))
     return out

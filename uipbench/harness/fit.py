@@ -59,9 +59,12 @@ def check_energies(structures: Sequence[Atoms], where: str) -> None:
     """Refuse structures without a finite (DFT) energy, naming the first few."""
     missing = [i for i, atoms in enumerate(structures) if dft_energy(atoms) is None]
     if missing:
-        shown = ", ".join(str(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise TrainingDataError(f"{where}: {len(missing)} structure(s) without a finite DFT energy "
-                                f"(structure {shown}); a Δ-model learns E_DFT − E_backbone")
+                                f"(structure {_first_few(missing)}); a Δ-model learns E_DFT − E_backbone")
+
+
+def _first_few(indices: Sequence[int], shown: int = 5) -> str:
+    return ", ".join(str(i) for i in indices[:shown]) + (" ..." if len(indices) > shown else "")
 
 
 def check_training_set(structures: Sequence[Atoms], where: str = "training set") -> None:
@@ -100,9 +103,8 @@ def dft_forces(structures: Sequence[Atoms], where: str = "training set") -> list
         else:
             out.append(np.asarray(forces, np.float64))
     if missing:
-        shown = ", ".join(str(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise TrainingDataError(f"{where}: {len(missing)} structure(s) without finite DFT forces (structure "
-                                f"{shown}); force labels need F_DFT on every training structure")
+                                f"{_first_few(missing)}); force labels need F_DFT on every training structure")
     return out
 
 
@@ -127,14 +129,12 @@ def fit_delta(backbone: Any, structures: Sequence[Atoms], *, aggregation: str = 
         raise ValueError(f"unknown aggregation {aggregation!r}; choose from {', '.join(AGGREGATIONS)}")
     labels = None
     if forces is not None:
-        from ..delta.jacobian import LABELLED, force_labels
+        from ..delta.jacobian import check_labelled, force_labels
 
-        if forces not in LABELLED:
-            raise ValueError(f"force labels on {forces!r} atoms: choose one of {', '.join(LABELLED)}")
+        check_labelled(forces)  # before any embedding
         reference = dft_forces(structures)
     embeddings, residual = residuals(backbone, structures, cache, forces=forces is not None)
     if forces is not None:
-        labels = force_labels(backbone, structures, reference, [e.forces for e in embeddings], forces, cache=cache,
-                              width=embeddings[0].embedding.shape[1])
+        labels = force_labels(backbone, structures, reference, [e.forces for e in embeddings], forces, cache=cache)
     return fit_residuals(embeddings, residual, aggregation=aggregation, sparse=sparse, random_state=random_state,
                          forces=labels)
