@@ -27,21 +27,12 @@ from uipbench._atomic import write_json_atomic
 from uipbench.adapters.registry import load_backbone
 from uipbench.cache import cached_embed
 from uipbench.datasets.io import load, load_validation, read_structures
-from uipbench.delta.forces import force_rows
 from uipbench.delta.gpr import DeltaGPR
 from uipbench.delta.jacobian import force_labels
+from uipbench.harness import metrics
 from uipbench.harness.fit import dft_energy, dft_forces
 
 SYSTEMS = ("cu-s", "ag-s", "au-s")
-
-
-def delta_forces(model: DeltaGPR, embedding: np.ndarray, numbers: np.ndarray, labels) -> np.ndarray:
-    """Δ-forces [k, 3] of a fitted atomic sparse model on the labelled atoms (design rows × weights)."""
-    x = (embedding - model.feature_mean_) / model.feature_scale_
-    mask = model.support_species_ if model._mask_species else None
-    rows = force_rows(x, numbers if mask is not None else None, labels, model.feature_scale_, model.support_, mask,
-                      model.length_scale_)
-    return (rows @ model.weights_).reshape(-1, 3)
 
 
 def main() -> None:
@@ -85,23 +76,23 @@ def main() -> None:
     X_valid = [(e.embedding, e.numbers) for e in emb_valid]
 
     def energy_mae(pred: np.ndarray) -> dict[str, float]:
-        err = np.abs(y_valid - pred) / n_valid * 1000
-        res = {s: float(err[[v == s for v in valid_system]].mean()) for s in SYSTEMS if s in valid_system}
-        res["all"] = float(err.mean())
+        err = metrics.energy_errors_per_atom_mev(pred, y_valid, n_valid)
+        res = {s: metrics.mae(err[[v == s for v in valid_system]]) for s in SYSTEMS if s in valid_system}
+        res["all"] = metrics.mae(err)
         return res
 
+    labelled = [i for i, lab in enumerate(lab_valid) if len(lab.atoms)]
+
     def force_mae(model: DeltaGPR | None) -> float:
-        errs = []
-        for e, lab in zip(emb_valid, lab_valid):
-            if not len(lab.atoms):
-                continue
-            pred = np.zeros_like(lab.residual) if model is None else delta_forces(model, e.embedding, e.numbers, lab)
-            errs.append(np.abs(lab.residual - pred).ravel())
-        return float(np.concatenate(errs).mean() * 1000)
+        """meV/Å on the labelled atoms: the residual F_DFT − F_backbone against the Δ-forces (0 for raw)."""
+        reference = [lab_valid[i].residual for i in labelled]
+        predicted = ([np.zeros_like(r) for r in reference] if model is None else
+                     model.predict_forces([X_valid[i] for i in labelled], [lab_valid[i] for i in labelled]))
+        return 1000.0 * metrics.force_mae(predicted, reference)
 
     def on_minima(delta_pred: np.ndarray) -> dict:
         """Same-formula pairs of the minima ordered as DFT orders them (ties in DFT < 1 meV left out), and the
-        MAE of the relative energies (each formula's mean removed: only orderings and gaps matter here)."""
+        relative-energy MAE of the metric registry (:func:`uipbench.harness.metrics.relative_energy_mae_mev`)."""
         if not minima:
             return {}
         dft = np.array([dft_energy(a) for a in minima])
@@ -113,9 +104,9 @@ def main() -> None:
             d_dft = dft[idx][i] - dft[idx][j]
             d_model = model[idx][i] - model[idx][j]
             keep = np.abs(d_dft) > 1e-3
-            rel = (model[idx] - model[idx].mean()) - (dft[idx] - dft[idx].mean())
             res[f] = {"pairs": int(keep.sum()), "ordered_as_dft": float(np.mean(np.sign(d_dft[keep]) == np.sign(d_model[keep]))),
-                      "relative_energy_mae_meV": float(np.abs(rel).mean() * 1000)}
+                      "relative_energy_mae_meV": metrics.relative_energy_mae_mev(model[idx], dft[idx],
+                                                                                 [f] * len(idx))}
         return res
 
     rows = []
