@@ -360,7 +360,6 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         self._set_params(params)
         P = summed_kernel(points, inducing, params.length_scale, mask)
         Rmm = point_kernel(inducing, inducing, params.length_scale, mask, mask)
-        self.system_noise_ = params.noise_level
         if labels is None:
             sol = sparse_solve(P, Rmm, residual, params, self.jitter)
             self.log_marginal_likelihood_value_ = sol.lml
@@ -400,7 +399,6 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         sol, lml = solve(noise_force)
         self.force_noise_level_ = noise_force
         self.n_force_labels_ = int(len(rF))
-        self.system_noise_ = 1.0  # the rows were whitened: the solve's noise is one
         self.log_marginal_likelihood_value_ = float(lml)
         return sol
 
@@ -475,7 +473,8 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
             return prior - np.sum(v * v, axis=0)
         Vs = solve_lower(self.chol_inducing_, K.T)  # [m, n*]
         w = solve_lower(self.chol_, Vs)
-        noise = getattr(self, "system_noise_", self.noise_level_)  # models saved before force labels lack it
+        # the noise of the solve: with force labels the rows were whitened, so it is one
+        noise = 1.0 if hasattr(self, "force_noise_level_") else self.noise_level_
         return prior - a * np.sum(Vs * Vs, axis=0) + a * noise * np.sum(w * w, axis=0)
 
     @_blas_limited
