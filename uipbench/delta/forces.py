@@ -22,7 +22,7 @@ adsorbate atoms only — the Jacobian costs one column per labelled coordinate (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -91,23 +91,29 @@ def force_rows(features: np.ndarray, species: np.ndarray | None, labels: ForceLa
     return rows.T / length_scale**2
 
 
-def force_design(points: Points, labels: Sequence[ForceLabels | None], scale: np.ndarray, inducing: np.ndarray,
-                 inducing_species: np.ndarray | None, length_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Design rows [q_total, m] and targets [q_total] of every structure's force labels (structures without
-    labels add none); ``points``: the standardised atomic points, one structure's atoms after another."""
-    rows, targets = [], []
+def structure_rows(points: Points, labels: Sequence[ForceLabels | None], scale: np.ndarray, inducing: np.ndarray,
+                   inducing_species: np.ndarray | None, length_scale: float) -> Iterator[tuple[int, np.ndarray]]:
+    """``(s, rows)`` for each structure s with labelled atoms: its :func:`force_rows`; ``points``: the
+    standardised atomic points, one structure's atoms after another."""
     bounds = points.bounds
     for s, lab in enumerate(labels):
         if lab is None or not lab.n_labels:
             continue
         a, b = bounds[s], bounds[s + 1]
         species = points.species[a:b] if inducing_species is not None else None
-        rows.append(force_rows(points.features[a:b], species, lab, scale, inducing, inducing_species,
-                               length_scale))
-        targets.append(lab.residual.reshape(-1))
-    if not rows:
+        yield s, force_rows(points.features[a:b], species, lab, scale, inducing, inducing_species, length_scale)
+
+
+def force_design(points: Points, labels: Sequence[ForceLabels | None], scale: np.ndarray, inducing: np.ndarray,
+                 inducing_species: np.ndarray | None, length_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Design rows [q_total, m] and targets [q_total] of every structure's force labels (structures without
+    labels add none)."""
+    found = list(structure_rows(points, labels, scale, inducing, inducing_species, length_scale))
+    if not found:
         return np.zeros((0, len(inducing))), np.zeros(0)
-    return np.concatenate(rows), np.concatenate(targets)
+    rows = np.concatenate([r for _, r in found])
+    targets = np.concatenate([labels[s].residual.reshape(-1) for s, _ in found])
+    return rows, targets
 
 
 def scaled_rows(P_energy: np.ndarray, r_energy: np.ndarray, noise_energy: float, P_force: np.ndarray,

@@ -51,7 +51,7 @@ from .aggregation import AGGREGATIONS, REDUCTIONS, Points, Structures, aggregate
     is_structure_list, structures_from_items
 from .kernels import KernelParams, Standardizer, cholesky_jittered, point_kernel, \
     point_kernel_torch, self_kernel, solve_lower, species_mask, sq_dist, summed_kernel
-from .forces import ForceLabelError, ForceLabels, force_design, force_rows, scaled_rows
+from .forces import ForceLabelError, ForceLabels, force_design, scaled_rows, structure_rows
 from .likelihood import FAILED, LOG_2PI, ExactObjective, optimise, sparse_solve, SparseObjective
 from .offset import fit_species_offset
 from .selection import select_inducing, structure_subset, subset_points
@@ -433,17 +433,11 @@ class DeltaGPR(RegressorMixin, BaseEstimator):
         structures, _ = self._validate(X, None, reset=False)
         self._check_species(structures)
         labels = _checked_labels(forces, structures)
-        points = self._points(structures)
         mask = self.support_species_ if self._mask_species else None
-        bounds, out = points.bounds, []
-        for s, lab in enumerate(labels):
-            if lab is None or not lab.n_labels:
-                out.append(np.zeros((0, 3)))
-                continue
-            a, b = bounds[s], bounds[s + 1]
-            rows = force_rows(points.features[a:b], None if mask is None else points.species[a:b], lab,
-                              self.feature_scale_, self.support_, mask, self.length_scale_)
-            out.append((rows @ self.weights_).reshape(-1, 3))
+        out = [np.zeros((0, 3)) for _ in labels]
+        for s, rows in structure_rows(self._points(structures), labels, self.feature_scale_, self.support_, mask,
+                                      self.length_scale_):
+            out[s] = (rows @ self.weights_).reshape(-1, 3)
         return out
 
     def _predict(self, structures: Structures, return_std: bool) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
