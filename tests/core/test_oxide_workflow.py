@@ -228,3 +228,123 @@ def test_a_mu_range_that_is_empty_is_refused(tmp_path, fake_gpaw, searches):
 def test_the_s_generator_refuses_cu_o(capsys):
     assert main(["dataset", "build", "cu-o", "--n", "1", "--relax-with", "none"]) == 2
     assert "system 'cu-o' has no S structure plan" in capsys.readouterr().err
+
+
+def _fake_dft(atoms) -> float:
+    """The fake GPAW's energy of a structure: its stored label for a reference, the slab formula otherwise."""
+    if atoms.info.get("reference"):
+        return atoms.get_potential_energy()
+    n = atoms.get_atomic_numbers()
+    return -3.6 * np.sum(n == 29) - 4.5 * np.sum(n == 8) + 0.001 * atoms.positions[:, 2].sum()
+
+
+def _views(shift_cu: float, shift_o: float):
+    """A fake backbone's view: the fake DFT energy off by a per-species shift, a one-hot species embedding."""
+    from uipbench.embedding import StructureEmbedding
+
+    def embed(structures):
+        out = []
+        for atoms in structures:
+            n = atoms.get_atomic_numbers()
+            energy = _fake_dft(atoms) + shift_cu * np.sum(n == 29) + shift_o * np.sum(n == 8)
+            features = np.stack([n == 29, n == 8, atoms.positions[:, 2] / 10.0], axis=1).astype(float)
+            out.append(StructureEmbedding(float(energy), features, n.astype(np.int64)))
+        return out
+
+    return embed
+
+
+def test_the_corrected_diagram_leaves_each_composition_out_of_its_own_fit(tmp_path, fake_gpaw, searches,
+                                                                          monkeypatch):
+    """A backbone off by a per-species shift (0.1 eV per Cu, 0.4 eV per O): its own diagram differs from DFT's;
+    the corrected one (each composition predicted by a model that never saw it) lands on DFT's lines."""
+    root = _labelled_root(tmp_path, fake_gpaw, searches)
+    labelled = read_structures(root / "cu-o" / STRUCTURES_FILE)
+    embed = _views(0.1, 0.4)
+    fits: list[int] = []
+
+    from uipbench.oxide import corrected as corrected_module
+
+    real_fit = corrected_module._default_fit
+
+    def spy(views, residual):
+        fits.append(len(views))
+        return real_fit(views, residual)
+
+    monkeypatch.setattr(corrected_module, "_default_fit", spy)
+    diagram, report = phase_diagram(list(searches.values()), BACKBONE, tmp_path / "out", root=root, embed=embed,
+                                    corrected=True)
+    n_refs, n_slabs = len(reference_plan()), len(labelled)
+    per_problem = {p: sum(a.info["problem"] == p for a in labelled) for p in PROBLEMS}
+    # the full model, then one per composition without that composition's labelled structures
+    assert fits == [n_refs + n_slabs, *(n_refs + n_slabs - per_problem[p] for p in ("cu-o8-o2", "cu-o8-cu4o3"))]
+    assert [h.held_out for h in diagram.held_out] == [per_problem["cu-o8-o2"], per_problem["cu-o8-cu4o3"]]
+    assert all(h.held_out_mae is not None and h.held_out_mae < 5.0 for h in diagram.held_out)
+
+    bb = {ln.name: ln for ln in diagram.backbone_diagram.lines}
+    fixed = {ln.name: ln for ln in diagram.corrected.lines}
+    dft = {ln.name: ln for ln in diagram.dft.lines}
+    # the raw backbone's O shift moves every oxide line by 0.4 eV per O over the area (plus its references')
+    assert abs(bb["Cu4O3"].intercept - dft["Cu4O3"].intercept) > 1e-3
+    for name in ("O2", "Cu4O3"):
+        assert fixed[name].intercept == pytest.approx(dft[name].intercept, abs=2e-4)  # eV/Å²: 9 meV per cell
+    assert diagram.corrected.mu_range[1] == pytest.approx(diagram.dft.mu_range[1], abs=0.02)
+    assert diagram.corrected.method == f"{BACKBONE} + Δ"
+    data = json.loads((tmp_path / "out" / "phases.json").read_text())
+    assert set(data["methods"]) == {BACKBONE, f"{BACKBONE} + Δ", DFT} and len(data["held_out"]) == 2
+    assert "leave one composition out" in report.read_text()
+
+
+def test_the_corrected_diagram_needs_labelled_structures(tmp_path, searches):
+    from uipbench.oxide.corrected import CorrectionError, corrected_method
+    from uipbench.oxide.searches import pool, read_run
+
+    pooled = pool([read_run(p) for p in searches.values()], BACKBONE)
+    with pytest.raises(CorrectionError, match="needs labelled oxide structures"):
+        corrected_method(pooled, [], [], _views(0.0, 0.0), 45.7, "x", mu_min=-2.5)
+
+
+def test_the_summary_sets_the_diagrams_side_by_side_with_dft_over_all_labelled_minima(tmp_path, fake_gpaw,
+                                                                                      searches, capsys):
+    root = _labelled_root(tmp_path, fake_gpaw, searches)
+    phase_diagram(list(searches.values()), BACKBONE, tmp_path / "toy", root=root, evaluate=_backbone)
+    labelled = read_structures(root / "cu-o" / STRUCTURES_FILE)
+    # a minimum found by another backbone, lower in DFT than everything the toy's search found
+    from ase.io import write
+
+    from uipbench.oxide.summary import POOLED
+
+    extra = min((a for a in labelled if a.info["motif"] == "Cu4O3"), key=lambda a: a.get_potential_energy()).copy()
+    extra.calc = None
+    lower = min(a.get_potential_energy() for a in labelled if a.info["motif"] == "Cu4O3") - 0.5
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    extra.calc = SinglePointCalculator(extra, energy=lower, forces=np.zeros((len(extra), 3)))
+    extra.info |= {"backbone": "other", "plan_id": "other-cu4o3"}
+    write(root / "cu-o" / STRUCTURES_FILE, [*labelled, extra], format="extxyz")
+
+    assert main(["oxide", "summary", "--diagrams", str(tmp_path / "toy"), "--out", str(tmp_path / "sum"),
+                 "--root", str(root)]) == 0
+    text = (tmp_path / "sum" / "report.md").read_text()
+    assert f"DFT at {BACKBONE} minima" in text and POOLED in text and (tmp_path / "sum" / "winners.png").exists()
+    data = json.loads((tmp_path / "sum" / "summary.json").read_text())
+    labels = [m["label"] for m in data["methods"]]
+    assert labels == [BACKBONE, f"DFT at {BACKBONE} minima", POOLED]
+
+    from uipbench.oxide.summary import pooled_dft
+
+    refs = read_structures(root / "cu-o" / REFERENCES_FILE)
+    pooled = pooled_dft(refs, read_structures(root / "cu-o" / STRUCTURES_FILE), 45.696, -2.5)
+    toy = json.loads((tmp_path / "toy" / "phases.json").read_text())["methods"][DFT]
+    toy_line = next(ln for ln in toy["lines_ev_per_A2"] if ln["name"] == "Cu4O3")
+    line = next(ln for ln in pooled.lines if ln.name == "Cu4O3")
+    assert line.intercept == pytest.approx(toy_line["intercept"] - 0.5 / 45.696, abs=1e-6)  # the other's minimum
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "phases.json").write_text("{}")
+    assert main(["oxide", "summary", "--diagrams", str(tmp_path / "broken"), "--out", str(tmp_path / "s2"),
+                 "--root", str(root)]) == 2
+    assert "not a phase-diagram file (no backbone, area_A2, methods)" in capsys.readouterr().err
+    assert main(["oxide", "summary", "--diagrams", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s3"),
+                 "--root", str(root)]) == 2
+    assert "phases.json: not found" in capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""``uipbench oxide references|label|phase-diagram``: the '8' Cu oxide's DFT references, the DFT points of
-its search minima, and its surface phase diagram (:mod:`uipbench.oxide`)."""
+"""``uipbench oxide references|label|phase-diagram|summary``: the '8' Cu oxide's DFT references, the DFT points
+of its search minima, its surface phase diagram, and every backbone's diagram side by side (:mod:`uipbench.oxide`)."""
 from __future__ import annotations
 
 import argparse
@@ -38,14 +38,21 @@ def phase_diagram(args: argparse.Namespace) -> int:
 
     check_output_folder("--out", args.out, inputs=args.searches)
     diagram, report = run(args.searches, args.backbone, args.out, root=args.root, mu_min=args.mu_min,
-                          mu_max=args.mu_max, mus=args.mu_values, weights=args.weights)
-    for method in (diagram.backbone_diagram, diagram.dft):
-        if method is not None:
-            spans = "; ".join(f"{w.name} {w.start:.2f}..{w.end:.2f} eV" for w in method.winners)
-            print(f"{method.method}: {spans}")
+                          mu_max=args.mu_max, mus=args.mu_values, weights=args.weights, corrected=args.corrected)
+    for method in diagram.methods:
+        spans = "; ".join(f"{w.name} {w.start:.2f}..{w.end:.2f} eV" for w in method.winners)
+        print(f"{method.method}: {spans}")
     for note in diagram.notes:
         print(f"note: {note}")
     print(f"-> {report}")
+    return 0
+
+
+def summary(args: argparse.Namespace) -> int:
+    from ..oxide.run import summary as run
+
+    check_output_folder("--out", args.out, inputs=args.diagrams)
+    print(f"-> {run(args.diagrams, args.out, root=args.root, mu_min=args.mu_min)}")
     return 0
 
 
@@ -80,5 +87,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mu-values", type=float, nargs="+", default=None,
                    help="Δμ_O values of the ΔG table (default: the ends and every 0.5 eV)")
     p.add_argument("--weights", default=None, help="the backbone's weights file, if the searches used one")
+    p.add_argument("--corrected", action="store_true",
+                   help="also the backbone + Δ diagram: a Δ-GPR on the labelled oxide structures, each composition "
+                        "left out of its own model's fit (uipbench.oxide.corrected)")
     p.add_argument("--root", type=Path, default=None, help="datasets folder (default: the shipped one)")
     p.set_defaults(func=phase_diagram)
+    p = osub.add_parser("summary", help="every backbone's phase diagram beside DFT's (also over all labelled minima)")
+    p.add_argument("--diagrams", type=Path, nargs="+", required=True,
+                   help="folders written by `uipbench oxide phase-diagram`, one per backbone")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--mu-min", type=float, default=-2.5, help="O-poor end of Δμ_O in eV (default -2.5)")
+    p.add_argument("--root", type=Path, default=None, help="datasets folder (default: the shipped one)")
+    p.set_defaults(func=summary)

@@ -68,6 +68,14 @@ class PhaseDiagram:
     dft: MethodDiagram | None
     rows: list[CompositionRow]
     notes: list[str] = field(default_factory=list)
+    #: backbone + Δ, each composition left out of its own Δ-model's fit (:mod:`.corrected`)
+    corrected: MethodDiagram | None = None
+    held_out: list = field(default_factory=list)  # list[corrected.HeldOut]
+
+    @property
+    def methods(self) -> list[MethodDiagram]:
+        """The backbone's diagram, the corrected one and DFT's, those that exist, in that order."""
+        return [m for m in (self.backbone_diagram, self.corrected, self.dft) if m is not None]
 
 
 def _counts(atoms: Atoms, clean: Atoms) -> tuple[int, int]:
@@ -84,7 +92,7 @@ def _row(problem: ProblemMinima, clean: Atoms, points: dict[str, DftPoint]) -> C
                           None if best[0] is None else best[0].energy, best[1], len(found))
 
 
-def _method(method: str, refs: ReferenceEnergies, clean_energy: float, phases: list[Phase], area: float,
+def method_diagram(method: str, refs: ReferenceEnergies, clean_energy: float, phases: list[Phase], area: float,
             mu_min: float, mu_max: float | None) -> MethodDiagram:
     lines = lines_for(phases, clean_energy, refs, area)
     lo, hi = mu_range(refs, mu_min, mu_max)
@@ -116,7 +124,7 @@ def build(pooled: dict[str, ProblemMinima], backbone: str, references: Sequence[
     rows = [_row(p, clean, points) for p in pooled.values() if not p.is_clean]
     bb_refs = reference_energies(references, evaluate(references), backbone, where)
     bb_phases = [Phase(r.name, r.n_cu, r.n_o, r.backbone_energy) for r in rows]
-    bb = _method(backbone, bb_refs, clean_problem.energies[0], bb_phases, area, mu_min, mu_max)
+    bb = method_diagram(backbone, bb_refs, clean_problem.energies[0], bb_phases, area, mu_min, mu_max)
     notes: list[str] = []
     clean_dft = dft_of(clean_problem.members[0], points)
     dft = None
@@ -128,14 +136,14 @@ def build(pooled: dict[str, ProblemMinima], backbone: str, references: Sequence[
         missing = [r.name for r in rows if r.dft_energy is None]
         if missing:
             notes.append(f"no DFT point yet for {', '.join(missing)}: left out of the DFT phase diagram")
-        dft = _method(DFT, dft_refs, clean_dft.energy, dft_phases, area, mu_min, mu_max)
+        dft = method_diagram(DFT, dft_refs, clean_dft.energy, dft_phases, area, mu_min, mu_max)
     return PhaseDiagram(backbone, protocol, area, bb, dft, rows, notes)
 
 
 def delta_g_table(diagram: PhaseDiagram, mus: Sequence[float]) -> list[dict]:
     """ΔG (meV/Å²) of every phase of each method at each Δμ_O of ``mus``: one row per (method, phase)."""
     rows = []
-    for method in [diagram.backbone_diagram, *([diagram.dft] if diagram.dft else [])]:
+    for method in diagram.methods:
         for line in method.lines:
             row = {"method": method.method, "phase": line.name, "n_cu": line.n_cu, "n_o": line.n_o}
             row.update({f"{mu:+.2f} eV": 1000.0 * line.at(mu) for mu in mus})
@@ -146,6 +154,6 @@ def delta_g_table(diagram: PhaseDiagram, mus: Sequence[float]) -> list[dict]:
 def table_mus(diagram: PhaseDiagram, step: float = 0.5) -> list[float]:
     """Δμ_O values of the table: the O-poor end, every ``step`` eV above it, and each method's O-rich end."""
     lo = diagram.backbone_diagram.mu_range[0]
-    highs = {m.mu_range[1] for m in (diagram.backbone_diagram, diagram.dft) if m is not None}
+    highs = {m.mu_range[1] for m in diagram.methods}
     values = set(np.arange(np.ceil(lo / step) * step, min(highs), step).round(6).tolist()) | {lo} | highs
     return sorted(values)

@@ -33,7 +33,7 @@ def _colours(names: Sequence[str]) -> dict[str, str]:
     return {name: "0.3" if name == "clean" else f"C{i % 10}" for i, name in enumerate(names)}
 
 
-def _strip(ax, winners: list[Interval], colours: dict[str, str], label: str) -> None:
+def strip_axes(ax, winners: list[Interval], colours: dict[str, str], label: str) -> None:
     for w in winners:
         ax.axvspan(w.start, w.end, color=colours.get(w.name, "0.8"), alpha=0.6)
         ax.text(0.5 * (w.start + w.end), 0.5, w.name, ha="center", va="center", fontsize=7)
@@ -49,7 +49,7 @@ def plot(diagram: PhaseDiagram, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    methods = [m for m in (diagram.backbone_diagram, diagram.dft) if m is not None]
+    methods = diagram.methods
     names = [line.name for line in diagram.backbone_diagram.lines]
     colours = _colours(names)
     lo = min(m.mu_range[0] for m in methods)
@@ -57,17 +57,20 @@ def plot(diagram: PhaseDiagram, path: Path) -> None:
     fig, axes = plt.subplots(1 + len(methods), 1, figsize=(6.4, 4.6 + 0.4 * len(methods)), sharex=True,
                              gridspec_kw={"height_ratios": [8] + [1] * len(methods)})
     ax = axes[0]
-    for method, style in zip(methods, ("-", "--")):
+    for method in methods:
+        style = "--" if method is diagram.dft else "-." if method is diagram.corrected else "-"
         mu = np.linspace(*method.mu_range, 50)
         for line in method.lines:
             ax.plot(mu, 1000.0 * line.at(mu), style, color=colours.get(line.name, "k"),
                     label=f"{line.name} ({method.method})")
         ax.axvline(method.mu_range[1], ls=":", color="0.5", lw=0.8)
     ax.set_ylabel("ΔG (meV/Å²)")
-    ax.set_title(f"{diagram.backbone} (solid) and DFT (dashed), '8' cell, {diagram.area:.1f} Å²", fontsize=9)
+    corrected = f", {diagram.corrected.method} (dash-dot)" if diagram.corrected else ""
+    ax.set_title(f"{diagram.backbone} (solid){corrected} and DFT (dashed), '8' cell, {diagram.area:.1f} Å²",
+                 fontsize=8)
     ax.legend(fontsize=6, ncol=2)
     for strip, method in zip(axes[1:], methods):
-        _strip(strip, method.winners, colours, method.method)
+        strip_axes(strip, method.winners, colours, method.method)
     axes[-1].set_xlim(lo, hi)
     axes[-1].set_xlabel("Δμ_O (eV)")
     from ..search.output import save_png
@@ -75,7 +78,7 @@ def plot(diagram: PhaseDiagram, path: Path) -> None:
     save_png(fig, path)
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
@@ -90,7 +93,7 @@ def _winners_text(method: MethodDiagram) -> str:
 
 
 def _composition_table(rows: list[CompositionRow]) -> str:
-    return _markdown_table(
+    return markdown_table(
         ["problem", "phase", "ΔN_Cu", "N_O", "minima", "backbone E (eV)", "DFT lowest E (eV)",
          "backbone rank of the DFT-lowest", "minima with DFT"],
         [[r.problem, r.name, r.n_cu, r.n_o, r.minima, _f(r.backbone_energy, 4), _f(r.dft_energy, 4),
@@ -98,7 +101,7 @@ def _composition_table(rows: list[CompositionRow]) -> str:
 
 
 def _references_table(methods: list[MethodDiagram]) -> str:
-    return _markdown_table(
+    return markdown_table(
         ["method", "E_Cu(bulk) (eV/atom)", "E(O2) (eV)", "O2 bond (Å)", "E(Cu2O) (eV/f.u.)", "Cu2O a (Å)",
          "Cu2O limit of Δμ_O (eV)", "E_clean (eV)"],
         [[m.method, _f(m.refs.cu_bulk, 4), _f(m.refs.o2, 4), _f(m.refs.minima.get("O2")),
@@ -125,7 +128,7 @@ def picture_panels(diagram: PhaseDiagram, minima: dict[str, list[Atoms]]) -> lis
 
 def blocks(diagram: PhaseDiagram, table: list[dict], pictures: bool = False) -> list[Block]:
     """The report section as blocks (heading, paragraphs, tables, the figures)."""
-    methods = [m for m in (diagram.backbone_diagram, diagram.dft) if m is not None]
+    methods = diagram.methods
     mu_columns = [k for k in table[0] if k.endswith(" eV")] if table else []
     out: list[Block] = [
         ("md", f"## The '8' Cu oxide on Cu(111): surface phase diagram, {diagram.backbone} against DFT"),
@@ -134,15 +137,34 @@ def blocks(diagram: PhaseDiagram, table: list[dict], pictures: bool = False) -> 
         ("md", f"![phase diagram]({FIGURE})"),
         ("md", _composition_table(diagram.rows)),
         ("md", _references_table(methods)),
-        ("md", _markdown_table(["method", "phase", *(f"ΔG (meV/Å²) at {k}" for k in mu_columns)],
+        ("md", markdown_table(["method", "phase", *(f"ΔG (meV/Å²) at {k}" for k in mu_columns)],
                                [[r["method"], r["phase"], *(f"{r[k]:.1f}" for k in mu_columns)]
                                 for r in table])),
     ]
     if pictures:
         out.append(("md", f"Top views of the minima (Cu brown, O red; the slab wrapped into the '8' cell):\n\n"
                           f"![minima]({MINIMA_FIGURE})"))
+    if diagram.corrected is not None:
+        out += [("md", CORRECTED_TEXT.format(method=diagram.corrected.method)), ("md", _held_out_table(diagram))]
     out += [("md", note) for note in diagram.notes]
     return out
+
+
+CORRECTED_TEXT = ("{method}: the backbone plus a Δ-GPR (atomic aggregation, sparse, per-species offset) fitted on "
+                  "E_DFT − E_backbone of the labelled oxide structures (references and DFT single points of minima). "
+                  "Each composition's line comes from a model fitted **without** that composition's labelled "
+                  "structures (leave one composition out); it corrects all of that composition's minima and the "
+                  "lowest corrected one is the phase. References and the clean slab come from the model fitted on "
+                  "everything (they are in every model's training set). Held-out errors of each model on its "
+                  "composition's labelled structures:")
+
+
+def _held_out_table(diagram: PhaseDiagram) -> str:
+    return markdown_table(
+        ["problem", "phase", "fitted on", "held out", "held-out MAE (meV/atom)", "held-out mean signed (meV/atom)",
+         "backbone rank of the corrected lowest", "corrected E (eV)"],
+        [[h.problem, h.name, h.training, h.held_out, _f(h.held_out_mae, 1), _f(h.held_out_signed, 1), h.rank,
+          _f(h.energy, 4)] for h in diagram.held_out])
 
 
 def _csv(rows: list[dict]) -> str:
@@ -154,9 +176,25 @@ def _csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def read_phases(path: Path) -> dict:
+    """``phases.json`` as :func:`write_outputs` wrote it (a clear error naming the file otherwise)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not found; run `uipbench oxide phase-diagram --out {Path(path).parent}` first") \
+            from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not a phase-diagram file ({error})") from None
+    missing = [k for k in ("backbone", "area_A2", "methods") if k not in data]
+    if missing:
+        raise ValueError(f"{path}: not a phase-diagram file (no {', '.join(missing)})")
+    return data
+
+
 def _json(diagram: PhaseDiagram, table: list[dict], provenance: dict) -> dict:
     return {"backbone": diagram.backbone, "protocol": diagram.protocol, "area_A2": diagram.area,
-            "methods": {m.method: m.to_dict() for m in (diagram.backbone_diagram, diagram.dft) if m is not None},
+            "methods": {m.method: m.to_dict() for m in diagram.methods},
+            "held_out": [vars(h) for h in diagram.held_out],
             "compositions": [vars(r) for r in diagram.rows], "delta_g_meV_per_A2": table, "notes": diagram.notes,
             "provenance": provenance}
 

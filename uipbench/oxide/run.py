@@ -15,6 +15,8 @@ from ase import Atoms
 
 from .._lock import OutputLock
 from ..datasets.io import REFERENCES_FILE, STRUCTURES_FILE, read_structures, system_dir
+from ..embedding import StructureEmbedding
+from .corrected import Embed, corrected_method
 from .diagram import Evaluate, PhaseDiagram, build
 from .phase import MU_O_MIN
 from .references import SYSTEM, ReferenceError
@@ -32,11 +34,11 @@ def read_references(root: Path | None = None) -> tuple[Path, list[Atoms]]:
     return path, structures
 
 
-def backbone_evaluator(name: str, weights_sha256: str, weights: str | None = None,
-                       cache_dir: Path | None = None) -> Evaluate:
-    """The backbone's energies of structures, through the embedding cache, refused unless they come from
-    ``weights_sha256`` (the searches' weights)."""
-    def evaluate(structures: Sequence[Atoms]) -> list[float]:
+def backbone_views(name: str, weights_sha256: str, weights: str | None = None,
+                   cache_dir: Path | None = None) -> Embed:
+    """The backbone's embeddings (with energies) of structures, through the embedding cache, refused unless
+    they come from ``weights_sha256`` (the searches' weights)."""
+    def embed(structures: Sequence[Atoms]) -> list[StructureEmbedding]:
         from ..adapters.registry import load_backbone
         from ..cache import EmbeddingCache, cached_embed
 
@@ -44,25 +46,49 @@ def backbone_evaluator(name: str, weights_sha256: str, weights: str | None = Non
         if batch.metadata.weights_sha256 != weights_sha256:
             raise ValueError(f"{name}: these weights ({batch.metadata.weights_sha256[:12]}…) are not the searches' "
                              f"({weights_sha256[:12]}…); give the searches' weights with --weights")
-        return batch.energies.tolist()
+        return batch.structures
 
-    return evaluate
+    return embed
+
+
+def backbone_evaluator(embed: Embed) -> Evaluate:
+    """The backbone's energies of structures, from its embeddings."""
+    return lambda structures: [view.energy for view in embed(structures)]
 
 
 def phase_diagram(searches: Sequence[Path], backbone: str, out: Path, *, root: Path | None = None,
                   mu_min: float = MU_O_MIN, mu_max: float | None = None, mus: Sequence[float] | None = None,
-                  evaluate: Evaluate | None = None, weights: str | None = None) -> tuple[PhaseDiagram, Path]:
+                  evaluate: Evaluate | None = None, weights: str | None = None, corrected: bool = False,
+                  embed: Embed | None = None) -> tuple[PhaseDiagram, Path]:
     """Write the phase diagram of ``backbone``'s ``searches`` into ``out``; ``evaluate`` (default: the backbone
-    through the embedding cache) gives the backbone's energies of the reference structures."""
+    through the embedding cache) gives the backbone's energies of the reference structures.  ``corrected``:
+    also the backbone + Δ diagram (:mod:`.corrected`), from ``embed`` (default: the backbone's embeddings
+    through the cache)."""
     runs = [read_run(p) for p in search_folders(searches)]
     pooled = pool(runs, backbone)
     where, references = read_references(root)
     labelled_path = system_dir(SYSTEM, root) / STRUCTURES_FILE
     labelled = read_structures(labelled_path) if labelled_path.is_file() else []
-    evaluate = evaluate or backbone_evaluator(backbone, runs[0].weights_sha256, weights)
+    embed = embed or backbone_views(backbone, runs[0].weights_sha256, weights)
+    evaluate = evaluate or backbone_evaluator(embed)
     with OutputLock(out, command=" ".join(["uipbench", *sys.argv[1:]])):
         diagram = build(pooled, backbone, references, evaluate, labelled, mu_min, mu_max, str(where))
+        if corrected:
+            diagram.corrected, diagram.held_out = corrected_method(
+                pooled, references, labelled, embed, diagram.area, f"{backbone} + Δ", mu_min=mu_min, mu_max=mu_max,
+                where=str(where))
         provenance = {"searches": [str(r.path) for r in runs], "weights_sha256": runs[0].weights_sha256,
                       "references": str(where), "labelled": str(labelled_path) if labelled else None}
         minima = {name: problem.minima for name, problem in pooled.items()}
         return diagram, write_outputs(diagram, Path(out), provenance, mus, minima)
+
+
+def summary(diagrams: Sequence[Path], out: Path, *, root: Path | None = None, mu_min: float = MU_O_MIN) -> Path:
+    """``uipbench oxide summary``: the ``diagrams`` folders side by side, with DFT over all labelled minima."""
+    from .summary import summary as write_summary
+
+    where, references = read_references(root)
+    labelled_path = system_dir(SYSTEM, root) / STRUCTURES_FILE
+    if not labelled_path.is_file():
+        raise ReferenceError(f"{labelled_path}: no labelled minima; label them with `uipbench oxide label`")
+    return write_summary(diagrams, Path(out), references, read_structures(labelled_path), mu_min, str(where))
