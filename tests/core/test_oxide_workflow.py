@@ -45,6 +45,10 @@ FAKE_GPAW = textwrap.dedent("""\
               "kpts": job.get("kpts", [1, 1, 1]), "wall_seconds": 0.01}}
     if job.get("spinpol"):
         result["magmom"] = 2.0
+    if "relax" in job:  # a made-up relaxation: every free atom 0.01 Å down, 0.1 eV gained
+        fixed = set(job["relax"]["fixed"])
+        result.update(positions=[[x, y, z - (0 if i in fixed else 0.01)] for i, (x, y, z) in enumerate(positions)],
+                      initial_energy=energy + 0.1, steps=7, converged=True, fmax=0.01)
     json.dump(result, open(sys.argv[3], "w"))
 """)
 BACKBONE = "toy-morse"
@@ -348,3 +352,65 @@ def test_the_summary_sets_the_diagrams_side_by_side_with_dft_over_all_labelled_m
     assert main(["oxide", "summary", "--diagrams", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s3"),
                  "--root", str(root)]) == 2
     assert "phases.json: not found" in capsys.readouterr().err
+
+
+def test_a_dft_relaxation_of_a_compositions_dft_lowest_minimum(tmp_path, fake_gpaw, searches):
+    root = _labelled_root(tmp_path, fake_gpaw, searches)
+    before = read_structures(root / "cu-o" / STRUCTURES_FILE)
+    start = min((a for a in before if a.info["problem"] == "cu-o8-cu4o3"), key=lambda a: a.get_potential_energy())
+    report = labelling.relax_minima(["cu-o8-cu4o3"], root, fmax=0.05, steps=40, python=fake_gpaw, progress=False)
+    assert report.labelled == 1 and not report.failed
+    after = read_structures(root / "cu-o" / STRUCTURES_FILE)
+    relaxed = after[-1]
+    assert relaxed.info["variant"] == "DFT relaxation" and relaxed.info["relaxed_from"] == start.info["plan_id"]
+    assert relaxed.info["single_point_energy"] == pytest.approx(start.get_potential_energy())
+    assert relaxed.info["dft_relax_steps"] == 7 and relaxed.info["dft_relax_converged"]
+    job = json.loads((root / "cu-o" / ".labelling" / f"{relaxed.info['plan_id']}.job.json").read_text())
+    template = load_problem("cu-o8-cu4o3").template()
+    fixed = template.constraints[0].get_indices().tolist()
+    assert job["relax"] == {"fmax": 0.05, "steps": 40, "fixed": fixed} and len(fixed) == 8
+    moved = np.abs(relaxed.positions - start.positions).max(axis=1)
+    assert np.all(moved[fixed] == 0) and np.allclose(np.delete(moved, fixed), 0.01)
+    again = labelling.relax_minima(["cu-o8-cu4o3"], root, fmax=0.05, steps=40, python=fake_gpaw, progress=False)
+    assert again.labelled == 0 and again.skipped_existing == 1  # the same winner: relaxed once
+    # single-point diagrams never take the relaxed structure for a search minimum's point
+    from uipbench.oxide.searches import dft_points
+    from uipbench.oxide.summary import pooled_dft
+
+    assert len(dft_points(after)) == len(before)
+    refs = read_structures(root / "cu-o" / REFERENCES_FILE)
+    lines = {ln.name: ln.intercept for ln in pooled_dft(refs, after, 45.696, -2.5).lines}
+    assert lines == {ln.name: ln.intercept for ln in pooled_dft(refs, before, 45.696, -2.5).lines}
+    with pytest.raises(ValueError, match="cu-o8-cu5o4: no labelled single point to relax"):
+        labelling.relax_minima(["cu-o8-cu5o4"], root, python=fake_gpaw, progress=False)
+
+
+def test_the_runners_relaxation_resumes_from_its_last_step(tmp_path):
+    """gpaw_runner.relax with EMT standing in for GPAW: a relaxation stopped after two steps and run again ends
+    where an uninterrupted one does, the fixed atoms never move, the first single point is kept."""
+    from ase.build import add_adsorbate, fcc111
+    from ase.calculators.emt import EMT
+
+    from uipbench.datasets.gpaw_runner import relax
+
+    def start():
+        slab = fcc111("Cu", (2, 2, 3), a=3.6, vacuum=5.0)
+        add_adsorbate(slab, "O", 1.6, "fcc")
+        slab.positions[-1, 0] += 0.3
+        slab.calc = EMT()
+        return slab
+
+    settings = {"fmax": 0.02, "steps": 2, "fixed": [0, 1, 2, 3]}
+    atoms = start()
+    x0 = atoms.positions.copy()
+    first = relax(atoms, settings, str(tmp_path / "a.traj"), str(tmp_path / "a.log"))
+    assert first["steps"] == 3 and not first["converged"]
+    resumed = relax(start(), settings | {"steps": 300}, str(tmp_path / "a.traj"), str(tmp_path / "a.log"))
+    whole = relax(start(), settings | {"steps": 300}, str(tmp_path / "b.traj"), str(tmp_path / "b.log"))
+    assert resumed["converged"] and whole["converged"] and resumed["fmax"] < 0.02
+    assert resumed["initial_energy"] == pytest.approx(first["initial_energy"]) == pytest.approx(whole["initial_energy"])
+    assert resumed["steps"] > first["steps"]
+    final, reference = start(), start()
+    final.positions, reference.positions = np.array(resumed["positions"]), np.array(whole["positions"])
+    assert final.get_potential_energy() == pytest.approx(reference.get_potential_energy(), abs=2e-3)
+    assert np.allclose(np.array(resumed["positions"])[:4], x0[:4])

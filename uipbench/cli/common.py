@@ -168,6 +168,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse ``type`` of a quantity that must be above 0 (``--fmax``): anything else is an argparse error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return value
+
+
 def add_trust_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-unpinned-weights", action="store_true",
                         help="load a weights file whose sha256 the card does not pin even where the family's "

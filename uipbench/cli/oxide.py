@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import check_output_folder, positive_int
+from .common import check_output_folder, positive_float, positive_int
 
 
 def references(args: argparse.Namespace) -> int:
@@ -24,6 +24,16 @@ def label(args: argparse.Namespace) -> int:
         check_output_folder("--root", args.root)
     report = label_minima(args.searches, args.top, args.root, workers=args.workers, mpi_ranks=args.mpi_ranks)
     return _print_report("cu-o search minima", report)
+
+
+def relax(args: argparse.Namespace) -> int:
+    from ..oxide.labelling import relax_minima
+
+    if args.root is not None:
+        check_output_folder("--root", args.root)
+    report = relax_minima(args.problems, args.root, fmax=args.fmax, steps=args.steps, workers=args.workers,
+                          mpi_ranks=args.mpi_ranks)
+    return _print_report("cu-o DFT relaxations", report)
 
 
 def _print_report(what: str, report) -> int:
@@ -76,6 +86,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=positive_int, default=3, help="lowest distinct minima per problem (default 3)")
     _labelling_arguments(p)
     p.set_defaults(func=label, resume_hint="labelled structures are kept; run it again to continue")
+    p = osub.add_parser("relax", help="DFT relaxation of the DFT-lowest labelled minimum of each problem (GPAW; "
+                                      "resumable from its last step)")
+    p.add_argument("--problems", nargs="+", required=True, help="problems whose winner to relax (cu-o8-cu5o3 ...)")
+    p.add_argument("--fmax", type=positive_float, default=0.05, help="eV/Å (default 0.05)")
+    p.add_argument("--steps", type=positive_int, default=100, help="BFGS step cap (default 100)")
+    _labelling_arguments(p)
+    p.set_defaults(func=relax, resume_hint="finished relaxation steps are kept; run it again to continue")
     p = osub.add_parser("phase-diagram", help="ΔG(Δμ_O) of every composition, backbone against DFT")
     p.add_argument("--backbone", required=True)
     p.add_argument("--searches", type=Path, nargs="+", required=True,

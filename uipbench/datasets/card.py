@@ -23,7 +23,8 @@ from .protocol import ReferenceProtocol, system_metal
 #: what a shipped system's structures are, where it is not the S generator's
 DESCRIPTIONS = {
     "cu-o": "Cu_nO_m overlayers and the clean slab on Cu(111) in the '8' cell (|3 2; -1 2|), 3-layer slabs: DFT "
-            "single points at the geometries of raw-backbone search minima, labelled by uipbench's own pipeline",
+            "single points at the geometries of raw-backbone search minima (variant 'search minimum') and DFT relaxations "
+            "of some of them (variant 'DFT relaxation'), labelled by uipbench's own pipeline",
 }
 
 

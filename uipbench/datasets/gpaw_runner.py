@@ -7,8 +7,12 @@ Run by Debian's interpreter, not by the suite's virtual environment::
 ``job.json`` holds ``numbers``, ``positions``, ``cell``, ``pbc`` and ``protocol``
 (a :class:`ReferenceProtocol` as a dict); a bulk crystal's or a molecule's job also holds its
 ``kind``, its ``kpts`` and, for a molecule, ``spinpol`` and the initial ``magmoms``
-(``protocol.kind_settings``), which take the place of the protocol's slab settings.  The result (energy, forces, GPAW
-version, wall time) is written atomically to ``result.json``, by MPI rank 0 alone
+(``protocol.kind_settings``), which take the place of the protocol's slab settings.  A job with ``relax``
+(``{"fmax": eV/Å, "steps": N, "fixed": [atom indices]}``) is a DFT relaxation: ASE's BFGS with those atoms held,
+every step appended to ``<result>.traj`` (ASE's trajectory format), so a killed relaxation resumes from its
+last step (the BFGS Hessian starts afresh); its result adds the relaxed ``positions``, the ``initial_energy``
+(the single point at the start), ``steps`` (in all, resumed ones included), ``converged`` and ``fmax``.
+The result (energy, forces, GPAW version, wall time) is written atomically to ``result.json``, by MPI rank 0 alone
 when run as ``mpirun -np N python3 gpaw_runner.py ...``.  Only the standard library,
 NumPy, ASE and GPAW are imported here.
 """
@@ -47,6 +51,31 @@ def calculator_settings(job: dict) -> dict:
     }
 
 
+def relax(atoms, settings: dict, trajectory: str, log: str) -> dict:
+    """BFGS on ``atoms`` (their calculator attached) to ``settings["fmax"]``, resuming ``trajectory``."""
+    from ase.constraints import FixAtoms
+    from ase.io import read
+    from ase.io.trajectory import Trajectory
+    from ase.optimize import BFGS
+
+    atoms.set_constraint(FixAtoms(indices=settings.get("fixed", [])))
+    done, initial = 0, None
+    if os.path.exists(trajectory) and os.path.getsize(trajectory) > 0:
+        frames = read(trajectory, ":")
+        if frames:
+            done, initial = len(frames), float(frames[0].get_potential_energy())
+            atoms.positions = frames[-1].positions
+    with Trajectory(trajectory, "a", atoms) as traj:
+        optimizer = BFGS(atoms, logfile=log)
+        optimizer.attach(traj)
+        converged = bool(optimizer.run(fmax=settings["fmax"], steps=max(0, settings["steps"] - done)))
+    frames = read(trajectory, ":")
+    forces = atoms.get_forces()  # constrained: the fixed atoms' are zero
+    return {"positions": atoms.positions.tolist(), "steps": len(frames), "converged": converged,
+            "initial_energy": initial if initial is not None else float(frames[0].get_potential_energy()),
+            "fmax": float((forces ** 2).sum(axis=1).max() ** 0.5)}
+
+
 def label(job: dict, txt: str) -> dict:
     import gpaw
     from ase import Atoms
@@ -62,8 +91,12 @@ def label(job: dict, txt: str) -> dict:
     calc = GPAW(occupations=FermiDirac(protocol["fermi_dirac_width_ev"]), txt=txt, **settings)
     atoms.calc = calc
     start = time.perf_counter()
+    relaxation = None
+    if "relax" in job:
+        base = os.path.splitext(txt)[0].removesuffix(".result.gpaw")
+        relaxation = relax(atoms, job["relax"], base + ".traj", base + ".bfgs.log")
     energy = atoms.get_potential_energy()
-    forces = atoms.get_forces()
+    forces = atoms.get_forces(apply_constraint=False)
     elapsed = time.perf_counter() - start
     result = {
         "energy": float(energy),
@@ -74,6 +107,8 @@ def label(job: dict, txt: str) -> dict:
     }
     if settings["spinpol"]:
         result["magmom"] = float(atoms.get_magnetic_moment())
+    if relaxation is not None:
+        result.update(relaxation)
     return result
 
 

@@ -50,6 +50,8 @@ RUNNER = Path(__file__).with_name("gpaw_runner.py")
 Relaxer = Callable[[Atoms], Atoms]
 #: ``atoms.info`` key of the total magnetic moment (μB) a spin-polarised labelling converged to
 MAGMOM_KEY = "dft_magmom"
+#: ``atoms.info`` keys that make a structure's labelling a DFT relaxation (BFGS to this fmax, at most so many steps)
+RELAX_FMAX, RELAX_STEPS = "dft_relax_fmax", "dft_relax_max_steps"
 
 if TYPE_CHECKING:
     from ..executors import ExecutorSpec
@@ -113,7 +115,21 @@ def job_for(atoms: Atoms, protocol: ReferenceProtocol = PROTOCOL_V1) -> dict:
     job.update(kind_settings(str(atoms.info.get(KIND_KEY, "slab")), tuple(bool(p) for p in atoms.pbc),
                              tuple(float(x) for x in atoms.cell.lengths()),
                              [float(m) for m in atoms.get_initial_magnetic_moments()], protocol))
+    if RELAX_FMAX in atoms.info:  # a DFT relaxation (gpaw_runner.relax), the atoms' FixAtoms held
+        from ase.constraints import FixAtoms
+
+        fixed = sorted(int(i) for c in atoms.constraints if isinstance(c, FixAtoms) for i in c.get_indices())
+        job["relax"] = {"fmax": float(atoms.info[RELAX_FMAX]), "steps": int(atoms.info[RELAX_STEPS]), "fixed": fixed}
     return job
+
+
+def relaxed_by_dft(atoms: Atoms, result: dict) -> Atoms:
+    """The structure a DFT relaxation's ``result`` ended at, with what the relaxation did in ``info``."""
+    out = atoms.copy()
+    out.positions = np.asarray(result["positions"], dtype=float)
+    out.info.update(dft_relax_initial_energy=float(result["initial_energy"]), dft_relax_steps=int(result["steps"]),
+                    dft_relax_converged=bool(result["converged"]), dft_relax_final_fmax=float(result["fmax"]))
+    return out
 
 
 def run_gpaw(atoms: Atoms, scratch: Path, name: str, protocol: ReferenceProtocol = PROTOCOL_V1,
@@ -205,6 +221,8 @@ def label_structure(task: LabelTask) -> LabelRecord:
         start = time.perf_counter()
         result = run_gpaw(atoms, task.scratch, task.plan_id, task.protocol, settings=task.settings)
         result.setdefault("wall_seconds", time.perf_counter() - start)
+        if "positions" in result:
+            atoms = relaxed_by_dft(atoms, result)
         magmom = result.get("magmom")
         return LabelRecord(task.plan_id, atoms, "ok", float(result["energy"]), result["forces"],
                            str(result["gpaw_version"]), list(result["kpts"]), float(result["wall_seconds"]),

@@ -18,15 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 from ase import Atoms
+from ase.constraints import FixAtoms
 
 from .._lock import OutputLock
 from ..datasets.cells import OXIDE_8
 from ..datasets.io import REFERENCES_FILE, STRUCTURES_FILE, read_structures, structure_hash, system_dir
-from ..datasets.label import GPAW_PYTHON, BuildReport, LabellingError, gpaw_available, label_entries
+from ..datasets.label import GPAW_PYTHON, RELAX_FMAX, RELAX_STEPS, BuildReport, LabellingError, gpaw_available, \
+    label_entries
 from ..datasets.protocol import PROTOCOL_V1
 from .references import SYSTEM, reference_plan, reference_settings
-from .searches import ProblemMinima, SearchRun, dft_of, dft_points, pool, read_run, search_folders
+from .searches import DFT_RELAXED, ProblemMinima, SearchRun, dft_of, dft_points, pool, read_run, search_folders
 
 #: minima labelled per problem by default
 TOP = 3
@@ -115,5 +118,51 @@ def label_minima(searches: Iterable[Path], top: int = TOP, root: Path | None = N
         generator = {"module": "uipbench.oxide.labelling", "generated_by": "uipbench oxide label",
                      "rule": "single points at the backbone geometry of the lowest pooled distinct minima of "
                              "each problem of raw-backbone searches, per backbone", "top": top}
+        return label_entries(entries, directory, SYSTEM, workers=workers, mpi_ranks=mpi_ranks, python=python,
+                             progress=progress, generator=generator)
+
+
+def relaxation_entries(labelled: Iterable[Atoms], problems: Iterable[str], fmax: float, steps: int) -> list[MinimumEntry]:
+    """One DFT relaxation per problem: of its DFT-lowest labelled single point, with the problem card's
+    bottom layers held (the search held them too)."""
+    from ..search.problem import load_problem
+
+    if fmax <= 0 or steps < 1:
+        raise ValueError(f"a DFT relaxation needs fmax > 0 and at least one step, got fmax={fmax}, steps={steps}")
+    points = [a for a in labelled if a.info.get("variant") != DFT_RELAXED]
+    entries = []
+    for name in problems:
+        template = load_problem(name).template()
+        found = [a for a in points if a.info.get("problem") == name]
+        if not found:
+            raise ValueError(f"{name}: no labelled single point to relax (run `uipbench oxide label` first)")
+        start = min(found, key=lambda a: a.get_potential_energy())
+        mask = template.constraints[0].get_indices()
+        if not np.allclose(start.positions[mask], template.positions[mask], atol=1e-4):
+            raise ValueError(f"{name}: the fixed atoms of {start.info['plan_id']} are not the card's template's")
+        atoms = Atoms(start.numbers, start.positions, cell=start.cell, pbc=start.pbc)
+        atoms.set_constraint(FixAtoms(indices=mask))
+        atoms.info = {k: v for k, v in start.info.items() if k in ("system", "problem", "backbone", "weights_sha256",
+                                                                   "search_rank", "surface_cell", "motif")}
+        atoms.info.update(plan_id=f"{start.info['plan_id']}-dft-relaxed", variant=DFT_RELAXED,
+                          relaxed_from=start.info["plan_id"], single_point_energy=start.get_potential_energy(),
+                          **{RELAX_FMAX: float(fmax), RELAX_STEPS: int(steps)})
+        entries.append(MinimumEntry(atoms.info["plan_id"], atoms))
+    return entries
+
+
+def relax_minima(problems: Iterable[str], root: Path | None = None, *, fmax: float = 0.05, steps: int = 100,
+                 workers: int = 1, mpi_ranks: int = 1, python: str = GPAW_PYTHON, progress: bool = True) -> BuildReport:
+    """DFT-relax the DFT-lowest labelled minimum of each of ``problems`` into ``<root>/cu-o/structures.extxyz``
+    (resumable: a killed relaxation goes on from its last step)."""
+    problems = list(problems)
+    _check_gpaw(python)
+    directory = system_dir(SYSTEM, root)
+    path = directory / STRUCTURES_FILE
+    with OutputLock(directory, command=" ".join(["uipbench", *sys.argv[1:]])):
+        entries = relaxation_entries(read_structures(path) if path.exists() else [], problems, fmax, steps)
+        generator = {"module": "uipbench.oxide.labelling", "generated_by": "uipbench oxide relax",
+                     "rule": "DFT relaxation (BFGS, protocol v1) of the DFT-lowest labelled single point of each "
+                             "problem, the card's bottom layers held", "fmax": fmax, "steps": steps}
         return label_entries(entries, directory, SYSTEM, workers=workers, mpi_ranks=mpi_ranks, python=python,
                              progress=progress, generator=generator)

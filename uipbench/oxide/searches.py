@@ -157,10 +157,16 @@ class DftPoint:
     atoms: Atoms = field(repr=False)
 
 
+#: ``info["variant"]`` of a DFT-relaxed structure (``uipbench oxide relax``): not a single point of a minimum
+DFT_RELAXED = "DFT relaxation"
+
+
 def dft_points(structures: Iterable[Atoms]) -> dict[str, DftPoint]:
-    """Labelled structures by structure hash (of the geometry as read back)."""
+    """Labelled single points by structure hash (of the geometry as read back); DFT relaxations left out."""
     out = {}
     for atoms in structures:
+        if atoms.info.get("variant") == DFT_RELAXED:
+            continue
         calc = atoms.calc
         if calc is not None and "energy" in getattr(calc, "results", {}):
             out[structure_hash(atoms)] = DftPoint(float(calc.results["energy"]), atoms)

@@ -26,6 +26,7 @@ from .diagram import DFT, MethodDiagram, method_diagram
 from .phase import CLEAN, Interval, Line, Phase
 from .references import ReferenceEnergies, check_references, reference_energies
 from .report import JSON_FILE, markdown_table, read_phases, strip_axes
+from .searches import DFT_RELAXED
 
 POOLED = "DFT, all labelled minima"
 FIGURE = "winners.png"
@@ -66,13 +67,14 @@ def from_phases(data: dict) -> list[SummaryMethod]:
 
 def pooled_dft(references: Sequence[Atoms], labelled: Sequence[Atoms], area: float, mu_min: float,
                where: str = "references.extxyz") -> MethodDiagram:
-    """DFT's diagram over every labelled minimum: the lowest DFT energy per composition (``info["motif"]``)."""
+    """DFT's diagram over every labelled minimum: the lowest DFT single point per composition (``info["motif"]``;
+    DFT relaxations left out, the clean slab being a single point too)."""
     protocols = {a.info.get("protocol") for a in labelled}
     if len(protocols) != 1:
         raise ValueError(f"the labelled oxide structures name {len(protocols)} protocols: {sorted(map(str, protocols))}")
     check_references(references, protocols.pop(), where)
     lowest: dict[str, Atoms] = {}
-    for atoms in labelled:
+    for atoms in (a for a in labelled if a.info.get("variant") != DFT_RELAXED):
         motif = str(atoms.info["motif"])
         if motif not in lowest or atoms.get_potential_energy() < lowest[motif].get_potential_energy():
             lowest[motif] = atoms
