@@ -48,7 +48,8 @@ FAKE_GPAW = textwrap.dedent("""\
     if "relax" in job:  # a made-up relaxation: every free atom 0.01 Å down, 0.1 eV gained
         fixed = set(job["relax"]["fixed"])
         result.update(positions=[[x, y, z - (0 if i in fixed else 0.01)] for i, (x, y, z) in enumerate(positions)],
-                      initial_energy=energy + 0.1, steps=7, converged=True, fmax=0.01)
+                      initial_energy=energy + 0.1, steps=min(7, job["relax"]["steps"]),
+                      converged=job["relax"]["steps"] >= 7, fmax=0.01 if job["relax"]["steps"] >= 7 else 0.3)
     json.dump(result, open(sys.argv[3], "w"))
 """)
 BACKBONE = "toy-morse"
@@ -358,6 +359,9 @@ def test_a_dft_relaxation_of_a_compositions_dft_lowest_minimum(tmp_path, fake_gp
     root = _labelled_root(tmp_path, fake_gpaw, searches)
     before = read_structures(root / "cu-o" / STRUCTURES_FILE)
     start = min((a for a in before if a.info["problem"] == "cu-o8-cu4o3"), key=lambda a: a.get_potential_energy())
+    short = labelling.relax_minima(["cu-o8-cu4o3"], root, fmax=0.05, steps=3, python=fake_gpaw, progress=False)
+    assert short.labelled == 0 and "not converged in 3 steps" in short.failed[0] and "run it again" in short.failed[0]
+    assert len(read_structures(root / "cu-o" / STRUCTURES_FILE)) == len(before)  # nothing unconverged lands
     report = labelling.relax_minima(["cu-o8-cu4o3"], root, fmax=0.05, steps=40, python=fake_gpaw, progress=False)
     assert report.labelled == 1 and not report.failed
     after = read_structures(root / "cu-o" / STRUCTURES_FILE)

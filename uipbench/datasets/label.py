@@ -222,6 +222,11 @@ def label_structure(task: LabelTask) -> LabelRecord:
         result = run_gpaw(atoms, task.scratch, task.plan_id, task.protocol, settings=task.settings)
         result.setdefault("wall_seconds", time.perf_counter() - start)
         if "positions" in result:
+            if not result["converged"]:
+                raise LabellingError(f"DFT relaxation not converged in {result['steps']} steps (fmax "
+                                     f"{result['fmax']:.3f} eV/Å, from {result['initial_energy']:.4f} to "
+                                     f"{result['energy']:.4f} eV so far); its steps are kept: run it again with "
+                                     f"more steps to go on")
             atoms = relaxed_by_dft(atoms, result)
         magmom = result.get("magmom")
         return LabelRecord(task.plan_id, atoms, "ok", float(result["energy"]), result["forces"],
