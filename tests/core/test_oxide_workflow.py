@@ -418,3 +418,24 @@ def test_the_runners_relaxation_resumes_from_its_last_step(tmp_path):
     final.positions, reference.positions = np.array(resumed["positions"]), np.array(whole["positions"])
     assert final.get_potential_energy() == pytest.approx(reference.get_potential_energy(), abs=2e-3)
     assert np.allclose(np.array(resumed["positions"])[:4], x0[:4])
+
+
+def test_a_labelled_minimum_is_found_again_when_a_longer_search_replaced_its_structure(searches):
+    """A search extended past a labelled minimum may represent it by a lower hit a few hundredths of an Å away:
+    its DFT point is still the minimum's (the search's fingerprint rule), and another minimum's is not taken."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from uipbench.oxide.searches import dft_of, dft_points, pool, read_run
+
+    pooled = pool([read_run(p) for p in searches.values()], BACKBONE)
+    problem = pooled["cu-o8-cu4o3"]
+    labelled = problem.minima[0].copy()
+    labelled.positions[problem.n_slab:] += 0.01  # another hit of the same minimum
+    labelled.calc = SinglePointCalculator(labelled, energy=-1.0)
+    points = dft_points([labelled])
+    assert dft_of(problem.members[0], points) is None  # no member has its exact geometry
+    assert dft_of(problem.members[0], points, problem.n_slab).energy == -1.0
+    far = problem.minima[0].copy()
+    far.positions[-1, :2] += 1.0  # one O moved by 1 Å: another minimum
+    far.calc = SinglePointCalculator(far, energy=-2.0)
+    assert dft_of(problem.members[0], dft_points([far]), problem.n_slab) is None

@@ -85,7 +85,7 @@ def _counts(atoms: Atoms, clean: Atoms) -> tuple[int, int]:
 
 def _row(problem: ProblemMinima, clean: Atoms, points: dict[str, DftPoint]) -> CompositionRow:
     n_cu, n_o = _counts(problem.minima[0], clean)
-    found = [(dft_of(members, points), rank) for rank, members in enumerate(problem.members, start=1)]
+    found = [(dft_of(members, points, problem.n_slab), rank) for rank, members in enumerate(problem.members, start=1)]
     found = [(p, rank) for p, rank in found if p is not None]
     best = min(found, key=lambda pr: pr[0].energy, default=(None, None))
     return CompositionRow(problem.problem, problem.label, n_cu, n_o, len(problem.minima), problem.energies[0],
@@ -126,7 +126,7 @@ def build(pooled: dict[str, ProblemMinima], backbone: str, references: Sequence[
     bb_phases = [Phase(r.name, r.n_cu, r.n_o, r.backbone_energy) for r in rows]
     bb = method_diagram(backbone, bb_refs, clean_problem.energies[0], bb_phases, area, mu_min, mu_max)
     notes: list[str] = []
-    clean_dft = dft_of(clean_problem.members[0], points)
+    clean_dft = dft_of(clean_problem.members[0], points, clean_problem.n_slab)
     dft = None
     if clean_dft is None:
         notes.append("no DFT point of the clean slab yet (`uipbench oxide label`): no DFT phase diagram")

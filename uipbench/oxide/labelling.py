@@ -98,7 +98,7 @@ def minimum_entries(runs: list[SearchRun], top: int, labelled: Iterable[Atoms] =
         cell = cell_name(group[0].problem["slab"]["surface_cell"])
         for rank in range(1, top + 1):
             for minima in pooled.values():
-                if rank <= len(minima.minima) and dft_of(minima.members[rank - 1], points) is None:
+                if rank <= len(minima.minima) and dft_of(minima.members[rank - 1], points, minima.n_slab) is None:
                     entry = _entry(minima, rank, backbone, group[0].weights_sha256, cell)
                     entries.setdefault(entry.plan_id, entry)
     return list(entries.values())
