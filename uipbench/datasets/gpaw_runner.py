@@ -11,7 +11,8 @@ Run by Debian's interpreter, not by the suite's virtual environment::
 (``{"fmax": eV/Å, "steps": N, "fixed": [atom indices]}``) is a DFT relaxation: ASE's BFGS with those atoms held,
 every step appended to ``<result>.traj`` (ASE's trajectory format), so a killed relaxation resumes from its
 last step (the BFGS Hessian starts afresh); its result adds the relaxed ``positions``, the ``initial_energy``
-(the single point at the start), ``steps`` (in all, resumed ones included), ``converged`` and ``fmax``.
+(the single point at the start), ``steps`` (BFGS steps in all, resumed ones included), ``converged`` and
+``fmax``; a trajectory that starts elsewhere (another job under the same name) is discarded, not resumed.
 The result (energy, forces, GPAW version, wall time) is written atomically to ``result.json``, by MPI rank 0 alone
 when run as ``mpirun -np N python3 gpaw_runner.py ...``.  Only the standard library,
 NumPy, ASE and GPAW are imported here.
@@ -51,32 +52,53 @@ def calculator_settings(job: dict) -> dict:
     }
 
 
+class _Appender:
+    """Writes the optimiser's atoms to the trajectory at each call, skipping the first when resuming (that
+    frame, the last of the earlier run, is already there)."""
+
+    def __init__(self, trajectory, skip_first: bool) -> None:
+        self.trajectory, self.skip = trajectory, skip_first
+
+    def __call__(self) -> None:
+        if self.skip:
+            self.skip = False
+            return
+        self.trajectory.write()
+
+
 def relax(atoms, settings: dict, trajectory: str, log: str) -> dict:
-    """BFGS on ``atoms`` (their calculator attached) to ``settings["fmax"]``, resuming ``trajectory``."""
+    """BFGS on ``atoms`` (their calculator attached) to ``settings["fmax"]`` in at most ``settings["steps"]``
+    steps in all, resuming ``trajectory`` when its first frame is this start (another start's steps are
+    discarded).  ``steps`` in the result counts BFGS steps, resumed ones included."""
+    import numpy as np
     from ase.constraints import FixAtoms
     from ase.io import read
     from ase.io.trajectory import Trajectory
     from ase.optimize import BFGS
 
     atoms.set_constraint(FixAtoms(indices=settings.get("fixed", [])))
-    done, initial = 0, None
-    if os.path.exists(trajectory) and os.path.getsize(trajectory) > 0:
-        frames = read(trajectory, ":")
-        if frames:
-            done, initial = len(frames), float(frames[0].get_potential_energy())
-            atoms.positions = frames[-1].positions
-    with Trajectory(trajectory, "a", atoms) as traj:
+    frames = read(trajectory, ":") if os.path.exists(trajectory) and os.path.getsize(trajectory) > 0 else []
+    if frames and not np.allclose(frames[0].positions, atoms.positions, atol=1e-6):
+        frames = []
+    if frames:
+        done, initial = len(frames) - 1, float(frames[0].get_potential_energy())
+        atoms.positions = frames[-1].positions
+    else:
+        done, initial = 0, float(atoms.get_potential_energy())
+    remaining = int(settings["steps"]) - done
+    with Trajectory(trajectory, "a" if frames else "w", atoms) as traj:
         optimizer = BFGS(atoms, logfile=log)
-        optimizer.attach(traj)
-        converged = bool(optimizer.run(fmax=settings["fmax"], steps=max(0, settings["steps"] - done)))
-    frames = read(trajectory, ":")
+        optimizer.attach(_Appender(traj, skip_first=bool(frames)))
+        if remaining > 0:  # ASE 3.22 takes steps=0 as no cap at all
+            optimizer.run(fmax=settings["fmax"], steps=remaining)
+            done += optimizer.nsteps
     forces = atoms.get_forces()  # constrained: the fixed atoms' are zero
-    return {"positions": atoms.positions.tolist(), "steps": len(frames), "converged": converged,
-            "initial_energy": initial if initial is not None else float(frames[0].get_potential_energy()),
-            "fmax": float((forces ** 2).sum(axis=1).max() ** 0.5)}
+    fmax = float((forces ** 2).sum(axis=1).max() ** 0.5)
+    return {"positions": atoms.positions.tolist(), "steps": done, "converged": fmax < settings["fmax"],
+            "initial_energy": initial, "fmax": fmax}
 
 
-def label(job: dict, txt: str) -> dict:
+def label(job: dict, txt: str, trajectory: str | None = None) -> dict:
     import gpaw
     from ase import Atoms
     from gpaw import GPAW, FermiDirac
@@ -93,8 +115,9 @@ def label(job: dict, txt: str) -> dict:
     start = time.perf_counter()
     relaxation = None
     if "relax" in job:
-        base = os.path.splitext(txt)[0].removesuffix(".result.gpaw")
-        relaxation = relax(atoms, job["relax"], base + ".traj", base + ".bfgs.log")
+        if trajectory is None:
+            raise ValueError("a relaxation job needs a trajectory file to write its steps to")
+        relaxation = relax(atoms, job["relax"], trajectory, os.path.splitext(trajectory)[0] + ".bfgs.log")
     energy = atoms.get_potential_energy()
     forces = atoms.get_forces(apply_constraint=False)
     elapsed = time.perf_counter() - start
@@ -116,8 +139,8 @@ def main(argv: list[str]) -> int:
     job_path, result_path = argv[1], argv[2]
     with open(job_path) as fh:
         job = json.load(fh)
-    txt = os.path.splitext(result_path)[0] + ".gpaw.txt"
-    result = label(job, txt)
+    base = os.path.splitext(result_path)[0]
+    result = label(job, base + ".gpaw.txt", base + ".traj")
     from gpaw.mpi import world
 
     if world.rank != 0:  # every rank holds the same result; one writes it

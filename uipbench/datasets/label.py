@@ -115,7 +115,7 @@ def job_for(atoms: Atoms, protocol: ReferenceProtocol = PROTOCOL_V1) -> dict:
     job.update(kind_settings(str(atoms.info.get(KIND_KEY, "slab")), tuple(bool(p) for p in atoms.pbc),
                              tuple(float(x) for x in atoms.cell.lengths()),
                              [float(m) for m in atoms.get_initial_magnetic_moments()], protocol))
-    if RELAX_FMAX in atoms.info:  # a DFT relaxation (gpaw_runner.relax), the atoms' FixAtoms held
+    if is_relaxation(atoms):  # a DFT relaxation (gpaw_runner.relax), the atoms' FixAtoms held
         from ase.constraints import FixAtoms
 
         fixed = sorted(int(i) for c in atoms.constraints if isinstance(c, FixAtoms) for i in c.get_indices())
@@ -123,9 +123,24 @@ def job_for(atoms: Atoms, protocol: ReferenceProtocol = PROTOCOL_V1) -> dict:
     return job
 
 
+def is_relaxation(atoms: Atoms) -> bool:
+    """Whether labelling ``atoms`` is a DFT relaxation (both of its keys in ``info``; one alone is an error)."""
+    keys = [k for k in (RELAX_FMAX, RELAX_STEPS) if k in atoms.info]
+    if len(keys) == 1:
+        missing = RELAX_STEPS if keys == [RELAX_FMAX] else RELAX_FMAX
+        raise ValueError(f"{atoms.info.get('plan_id', 'a structure')}: a DFT relaxation needs both "
+                         f"{RELAX_FMAX!r} and {RELAX_STEPS!r} in its info; {missing!r} is missing")
+    return bool(keys)
+
+
 def relaxed_by_dft(atoms: Atoms, result: dict) -> Atoms:
-    """The structure a DFT relaxation's ``result`` ended at, with what the relaxation did in ``info``."""
+    """The structure a DFT relaxation's ``result`` ended at, with what the relaxation did in ``info`` (and not
+    the keys that asked for it: labelling it again is a single point)."""
     out = atoms.copy()
+    target = out.info.pop(RELAX_FMAX, None)
+    out.info.pop(RELAX_STEPS, None)
+    if target is not None:
+        out.info["dft_relax_target_fmax"] = float(target)
     out.positions = np.asarray(result["positions"], dtype=float)
     out.info.update(dft_relax_initial_energy=float(result["initial_energy"]), dft_relax_steps=int(result["steps"]),
                     dft_relax_converged=bool(result["converged"]), dft_relax_final_fmax=float(result["fmax"]))
@@ -221,7 +236,7 @@ def label_structure(task: LabelTask) -> LabelRecord:
         start = time.perf_counter()
         result = run_gpaw(atoms, task.scratch, task.plan_id, task.protocol, settings=task.settings)
         result.setdefault("wall_seconds", time.perf_counter() - start)
-        if "positions" in result:
+        if is_relaxation(atoms):
             if not result["converged"]:
                 raise LabellingError(f"DFT relaxation not converged in {result['steps']} steps (fmax "
                                      f"{result['fmax']:.3f} eV/Å, from {result['initial_energy']:.4f} to "
