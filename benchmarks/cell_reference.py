@@ -72,7 +72,7 @@ def _clean_slabs(system: str, metal: str) -> dict[str, dict]:
                              variant="rattled clean slab" if "rattle_angstrom" in slab.info else "clean slab")
             result = run_gpaw(slab, system_dir(system) / ".labelling", f"{system}-clean-{key.replace(' ', '-')}")
             done[key] = labelled_structure(slab, result, PROTOCOL_V1)
-            write_text_atomic(path, to_extxyz_text([done[k] for k in wanted if k in done]))
+            write_text_atomic(path, to_extxyz_text(list(done.values())))  # every labelled slab, wanted or not
     return {name: {"n_atoms": len(a), "e_per_atom": a.get_potential_energy() / len(a), "kpts": a.info["kpts"],
                    "label_seconds": a.info["label_seconds"], "atoms": a} for name, a in done.items()}
 

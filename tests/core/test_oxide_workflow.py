@@ -243,8 +243,9 @@ def _fake_dft(atoms) -> float:
     return -3.6 * np.sum(n == 29) - 4.5 * np.sum(n == 8) + 0.001 * atoms.positions[:, 2].sum()
 
 
-def _views(shift_cu: float, shift_o: float):
-    """A fake backbone's view: the fake DFT energy off by a per-species shift, a one-hot species embedding."""
+def _views(shift_cu: float, shift_o: float, shift_cu4o3: float = 0.0):
+    """A fake backbone's view: the fake DFT energy off by a per-species shift (and by ``shift_cu4o3`` eV on every
+    Cu28O3 structure, an error of that composition alone), a one-hot species embedding."""
     from uipbench.embedding import StructureEmbedding
 
     def embed(structures):
@@ -252,6 +253,7 @@ def _views(shift_cu: float, shift_o: float):
         for atoms in structures:
             n = atoms.get_atomic_numbers()
             energy = _fake_dft(atoms) + shift_cu * np.sum(n == 29) + shift_o * np.sum(n == 8)
+            energy += shift_cu4o3 if (np.sum(n == 29), np.sum(n == 8)) == (28, 3) else 0.0
             features = np.stack([n == 29, n == 8, atoms.positions[:, 2] / 10.0], axis=1).astype(float)
             out.append(StructureEmbedding(float(energy), features, n.astype(np.int64)))
         return out
@@ -261,38 +263,46 @@ def _views(shift_cu: float, shift_o: float):
 
 def test_the_corrected_diagram_leaves_each_composition_out_of_its_own_fit(tmp_path, fake_gpaw, searches,
                                                                           monkeypatch):
-    """A backbone off by a per-species shift (0.1 eV per Cu, 0.4 eV per O): its own diagram differs from DFT's;
-    the corrected one (each composition predicted by a model that never saw it) lands on DFT's lines."""
+    """A backbone off by a per-species shift (0.1 eV per Cu, 0.4 eV per O) and by 0.2 eV on Cu4O3 alone: its own
+    diagram differs from DFT's; the corrected one (each composition's whole line from a model that never saw
+    that composition) lands on DFT's O2 line, and misses Cu4O3's by that composition's own error, which only a
+    model that saw Cu4O3 could learn."""
     root = _labelled_root(tmp_path, fake_gpaw, searches)
     labelled = read_structures(root / "cu-o" / STRUCTURES_FILE)
-    embed = _views(0.1, 0.4)
-    fits: list[int] = []
+    fits: list[set] = []
 
     from uipbench.oxide import corrected as corrected_module
 
     real_fit = corrected_module._default_fit
 
     def spy(views, residual):
-        fits.append(len(views))
+        fits.append({(int(np.sum(v.numbers == 29)), int(np.sum(v.numbers == 8))) for v in views})
         return real_fit(views, residual)
 
     monkeypatch.setattr(corrected_module, "_default_fit", spy)
-    diagram, report = phase_diagram(list(searches.values()), BACKBONE, tmp_path / "out", root=root, embed=embed,
-                                    corrected=True)
-    n_refs, n_slabs = len(reference_plan()), len(labelled)
+    diagram, report = phase_diagram(list(searches.values()), BACKBONE, tmp_path / "out", root=root,
+                                    embed=_views(0.1, 0.4), corrected=True)
     per_problem = {p: sum(a.info["problem"] == p for a in labelled) for p in PROBLEMS}
-    # the full model, then one per composition without that composition's labelled structures
-    assert fits == [n_refs + n_slabs, *(n_refs + n_slabs - per_problem[p] for p in ("cu-o8-o2", "cu-o8-cu4o3"))]
+    o2, cu4o3 = (24, 2), (28, 3)
+    assert len(fits) == 3 and {o2, cu4o3} <= fits[0]  # the full model, then one per composition
+    assert o2 not in fits[1] and cu4o3 in fits[1]  # O2's model never saw an O2 structure
+    assert cu4o3 not in fits[2] and o2 in fits[2]
     assert [h.held_out for h in diagram.held_out] == [per_problem["cu-o8-o2"], per_problem["cu-o8-cu4o3"]]
-    assert all(h.held_out_mae is not None and h.held_out_mae < 5.0 for h in diagram.held_out)
 
     bb = {ln.name: ln for ln in diagram.backbone_diagram.lines}
     fixed = {ln.name: ln for ln in diagram.corrected.lines}
     dft = {ln.name: ln for ln in diagram.dft.lines}
-    # the raw backbone's O shift moves every oxide line by 0.4 eV per O over the area (plus its references')
-    assert abs(bb["Cu4O3"].intercept - dft["Cu4O3"].intercept) > 1e-3
     for name in ("O2", "Cu4O3"):
+        assert abs(bb[name].intercept - dft[name].intercept) > 1e-3  # the raw backbone is off
         assert fixed[name].intercept == pytest.approx(dft[name].intercept, abs=2e-4)  # eV/Å²: 9 meV per cell
+
+    # with 0.2 eV more on every Cu4O3 structure, Cu4O3's model (which never saw one) misses DFT's line by that
+    own, _ = phase_diagram(list(searches.values()), BACKBONE, tmp_path / "out-own", root=root,
+                           embed=_views(0.1, 0.4, 0.2), corrected=True)
+    line = next(ln for ln in own.corrected.lines if ln.name == "Cu4O3")
+    assert line.intercept - dft["Cu4O3"].intercept == pytest.approx(0.2 / own.area, rel=0.3)  # 0.2 eV too high
+    held = {h.name: h for h in own.held_out}
+    assert held["Cu4O3"].held_out_signed > 3.0  # meV/atom: 0.2 eV over ~31 atoms, predicted too high
     assert diagram.corrected.mu_range[1] == pytest.approx(diagram.dft.mu_range[1], abs=0.02)
     assert diagram.corrected.method == f"{BACKBONE} + Δ"
     data = json.loads((tmp_path / "out" / "phases.json").read_text())
@@ -300,13 +310,22 @@ def test_the_corrected_diagram_leaves_each_composition_out_of_its_own_fit(tmp_pa
     assert "leave one composition out" in report.read_text()
 
 
-def test_the_corrected_diagram_needs_labelled_structures(tmp_path, searches):
+def test_the_corrected_diagram_needs_references_the_clean_slab_and_a_composition(tmp_path, fake_gpaw, searches):
     from uipbench.oxide.corrected import CorrectionError, corrected_method
     from uipbench.oxide.searches import pool, read_run
 
     pooled = pool([read_run(p) for p in searches.values()], BACKBONE)
-    with pytest.raises(CorrectionError, match="needs labelled oxide structures"):
-        corrected_method(pooled, [], [], _views(0.0, 0.0), 45.7, "x", mu_min=-2.5)
+    root = _labelled_root(tmp_path, fake_gpaw, searches)
+    refs = read_structures(root / "cu-o" / REFERENCES_FILE)
+    labelled = read_structures(root / "cu-o" / STRUCTURES_FILE)
+    clean_only = [a for a in labelled if a.info["problem"] == "cu-o8-clean"]
+    with pytest.raises(CorrectionError, match="no the references"):
+        corrected_method(pooled, [], labelled, _views(0.0, 0.0), 45.7, "x", mu_min=-2.5)
+    with pytest.raises(CorrectionError, match=r"no a DFT point of any composition"):
+        corrected_method(pooled, refs, clean_only, _views(0.0, 0.0), 45.7, "x", mu_min=-2.5)
+    with pytest.raises(CorrectionError, match=r"DFT point of the clean slab \(cu-o8-clean\)"):
+        corrected_method(pooled, refs, [a for a in labelled if a not in clean_only], _views(0.0, 0.0), 45.7, "x",
+                         mu_min=-2.5)
 
 
 def test_the_summary_sets_the_diagrams_side_by_side_with_dft_over_all_labelled_minima(tmp_path, fake_gpaw,
@@ -369,6 +388,14 @@ def test_a_dft_relaxation_of_a_compositions_dft_lowest_minimum(tmp_path, fake_gp
     assert relaxed.info["variant"] == "DFT relaxation" and relaxed.info["relaxed_from"] == start.info["plan_id"]
     assert relaxed.info["single_point_energy"] == pytest.approx(start.get_potential_energy())
     assert relaxed.info["dft_relax_steps"] == 7 and relaxed.info["dft_relax_converged"]
+    from uipbench.datasets.label import RELAX_FMAX, RELAX_STEPS, is_relaxation, job_for
+
+    assert RELAX_FMAX not in relaxed.info and relaxed.info["dft_relax_target_fmax"] == 0.05
+    assert "relax" not in job_for(relaxed)  # the stored structure is not a relaxation job again
+    half = relaxed.copy()
+    half.info[RELAX_STEPS] = 10
+    with pytest.raises(ValueError, match="'dft_relax_fmax' is missing"):
+        is_relaxation(half)
     job = json.loads((root / "cu-o" / ".labelling" / f"{relaxed.info['plan_id']}.job.json").read_text())
     template = load_problem("cu-o8-cu4o3").template()
     fixed = template.constraints[0].get_indices().tolist()
@@ -390,34 +417,42 @@ def test_a_dft_relaxation_of_a_compositions_dft_lowest_minimum(tmp_path, fake_gp
 
 
 def test_the_runners_relaxation_resumes_from_its_last_step(tmp_path):
-    """gpaw_runner.relax with EMT standing in for GPAW: a relaxation stopped after two steps and run again ends
-    where an uninterrupted one does, the fixed atoms never move, the first single point is kept."""
+    """gpaw_runner.relax with EMT standing in for GPAW: a relaxation stopped after two steps and run again goes on
+    from its last frame (no frame twice, about the steps of an uninterrupted one, the same end), the fixed atoms
+    never move, the first single point is kept; used-up steps take no step; another start's trajectory is
+    discarded."""
     from ase.build import add_adsorbate, fcc111
     from ase.calculators.emt import EMT
+    from ase.io import read
 
     from uipbench.datasets.gpaw_runner import relax
 
-    def start():
+    def start(shift: float = 0.3):
         slab = fcc111("Cu", (2, 2, 3), a=3.6, vacuum=5.0)
         add_adsorbate(slab, "O", 1.6, "fcc")
-        slab.positions[-1, 0] += 0.3
+        slab.positions[-1, 0] += shift
         slab.calc = EMT()
         return slab
 
     settings = {"fmax": 0.02, "steps": 2, "fixed": [0, 1, 2, 3]}
-    atoms = start()
-    x0 = atoms.positions.copy()
-    first = relax(atoms, settings, str(tmp_path / "a.traj"), str(tmp_path / "a.log"))
-    assert first["steps"] == 3 and not first["converged"]
-    resumed = relax(start(), settings | {"steps": 300}, str(tmp_path / "a.traj"), str(tmp_path / "a.log"))
-    whole = relax(start(), settings | {"steps": 300}, str(tmp_path / "b.traj"), str(tmp_path / "b.log"))
+    x0 = start().positions.copy()
+    a, b = str(tmp_path / "a.traj"), str(tmp_path / "b.traj")
+    first = relax(start(), settings, a, str(tmp_path / "a.log"))
+    assert first["steps"] == 2 and not first["converged"] and len(read(a, ":")) == 3
+    again = relax(start(), settings, a, str(tmp_path / "a.log"))  # its steps are used up: no step taken
+    assert again["steps"] == 2 and again["positions"] == first["positions"] and len(read(a, ":")) == 3
+    resumed = relax(start(), settings | {"steps": 300}, a, str(tmp_path / "a.log"))
+    whole = relax(start(), settings | {"steps": 300}, b, str(tmp_path / "b.log"))
     assert resumed["converged"] and whole["converged"] and resumed["fmax"] < 0.02
+    assert len(read(a, ":")) == resumed["steps"] + 1  # no frame written twice
+    assert whole["steps"] - 2 <= resumed["steps"] <= whole["steps"] + 5  # went on, did not start over
     assert resumed["initial_energy"] == pytest.approx(first["initial_energy"]) == pytest.approx(whole["initial_energy"])
-    assert resumed["steps"] > first["steps"]
     final, reference = start(), start()
     final.positions, reference.positions = np.array(resumed["positions"]), np.array(whole["positions"])
     assert final.get_potential_energy() == pytest.approx(reference.get_potential_energy(), abs=2e-3)
     assert np.allclose(np.array(resumed["positions"])[:4], x0[:4])
+    other = relax(start(shift=0.1), settings, a, str(tmp_path / "a.log"))  # another start: afresh
+    assert other["steps"] == 2 and len(read(a, ":")) == 3
 
 
 def test_a_labelled_minimum_is_found_again_when_a_longer_search_replaced_its_structure(searches):

@@ -3,13 +3,14 @@
 Δ-models (:func:`uipbench.harness.fit.fit_residuals`, the suite's defaults: atomic aggregation, sparse) are
 fitted on E_DFT − E_backbone of the labelled oxide structures: the references (bulk Cu, the O2 scan, the Cu2O
 scan) and the DFT single points of search minima (``datasets/cu-o/structures.extxyz``, whichever backbone's
-search found them).  **Leave one composition out:** the line of a composition comes from a model fitted
-without any labelled structure of that composition.  That model corrects every pooled minimum of the
-composition, and the lowest corrected one is the composition's phase (so the correction may also reorder
-the backbone's minima).  The references and the clean slab are in every model's training set; their
-corrected energies come from the model fitted on all labelled structures.  So each composition's line is a
-prediction for a composition the Δ never saw, which is what a Δ-model fitted on some phases can say about
-a new one; the held-out error of each model on its composition's labelled structures is reported beside it.
+search found them, DFT relaxations included).  **Leave one composition out:** the line of a composition comes
+from a model fitted without any labelled structure of that composition, all of it: that model corrects every
+pooled minimum of the composition (the lowest corrected one is the phase, so the correction may also reorder
+the backbone's minima) and, for the line's zero, the references and the clean slab (in every model's
+training set).  The Δμ_O range (the Cu2O limit) and the diagram's listed references come from the model
+fitted on all labelled structures.  So each composition's line is a prediction for a composition the Δ never
+saw, which is what a Δ-model fitted on some phases can say about a new one; the held-out error of each model
+on its composition's labelled structures is reported beside it.
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from ase import Atoms
 
 from ..embedding import StructureEmbedding
 from ..harness.metrics import energy_errors_per_atom_mev, mae
-from .diagram import MethodDiagram, method_diagram
-from .phase import Phase
-from .references import reference_energies
+from .diagram import MethodDiagram, composition_counts
+from .phase import Phase, clean_line, formation_line, mu_range, winners
+from .references import ReferenceEnergies, reference_energies
 from .searches import ProblemMinima
 
 #: the backbone's view of structures, in order (each with its energy)
@@ -67,30 +68,37 @@ def corrected_method(pooled: dict[str, ProblemMinima], references: Sequence[Atom
     """The corrected method's diagram and one :class:`HeldOut` per composition (see the module docstring).
     ``labelled``: DFT points of minima, each with ``info["problem"]``; ``embed``: the backbone's view."""
     fit = fit or _default_fit
+    clean_name = next(name for name, p in pooled.items() if p.is_clean)
     slabs = [a for a in labelled if a.info.get("problem") in pooled]
+    found = {a.info["problem"] for a in slabs}
+    missing = [what for what, ok in (("the references (`uipbench oxide references`)", bool(references)),
+                                     (f"a DFT point of the clean slab ({clean_name})", clean_name in found),
+                                     ("a DFT point of any composition", bool(found - {clean_name}))) if not ok]
+    if missing:
+        raise CorrectionError(f"a Δ-corrected diagram fits on the labelled oxide structures; there is no "
+                              f"{', no '.join(missing)} (label them first)")
     training = [*references, *slabs]
-    if len(training) < 3:
-        raise CorrectionError(f"a Δ-corrected diagram needs labelled oxide structures to fit on; found "
-                              f"{len(training)} (label the references and minima first)")
     minima = [(name, rank, atoms) for name, p in pooled.items() for rank, atoms in enumerate(p.minima, 1)]
     views = list(embed([*training, *(atoms for _, _, atoms in minima)]))
     train_views, minima_views = views[:len(training)], views[len(training):]
     residual = np.array([_dft_energy(a) for a in training]) - np.array([v.energy for v in train_views])
     owner = [None] * len(references) + [a.info["problem"] for a in slabs]
+    clean_view = next(v for (name, rank, _), v in zip(minima, minima_views) if name == clean_name and rank == 1)
+    clean_atoms = pooled[clean_name].minima[0]
 
     def model_without(problem: str | None):
         keep = [i for i, o in enumerate(owner) if o is None or o != problem]
         return fit([train_views[i] for i in keep], residual[keep]), len(keep)
 
-    full, _ = model_without(None)
-    ref_delta = full.predict(train_views[:len(references)])
-    refs = reference_energies(references, [v.energy + d for v, d in zip(train_views, ref_delta)], method, where)
-    clean_name = next(name for name, p in pooled.items() if p.is_clean)
-    clean_view = next(v for (name, rank, _), v in zip(minima, minima_views) if name == clean_name and rank == 1)
-    clean_energy = float(clean_view.energy + full.predict([clean_view])[0])
-    clean_n_cu = pooled[clean_name].minima[0].get_chemical_symbols().count("Cu")
+    def zero(model) -> tuple[ReferenceEnergies, float]:
+        """A model's references and clean slab: the zero of every line it draws."""
+        delta = model.predict([*train_views[:len(references)], clean_view])
+        refs = reference_energies(references, [v.energy + d for v, d in zip(train_views, delta)], method, where)
+        return refs, float(clean_view.energy + delta[-1])
 
-    phases, held = [], []
+    full, _ = model_without(None)
+    refs, clean_energy = zero(full)
+    phases, lines, held = [], [clean_line()], []
     for name, problem in pooled.items():
         if problem.is_clean:
             continue
@@ -98,10 +106,10 @@ def corrected_method(pooled: dict[str, ProblemMinima], references: Sequence[Atom
         views_c = [v for (n, _, _), v in zip(minima, minima_views) if n == name]
         energies = np.array([v.energy for v in views_c]) + model.predict(views_c)
         best = int(np.argmin(energies))
-        atoms = problem.minima[best]
-        phase = Phase(problem.label, atoms.get_chemical_symbols().count("Cu") - clean_n_cu,
-                      atoms.get_chemical_symbols().count("O"), float(energies[best]))
+        phase = Phase(problem.label, *composition_counts(problem.minima[best], clean_atoms), float(energies[best]))
         phases.append(phase)
+        refs_c, clean_c = zero(model)  # the whole line from the model that never saw this composition
+        lines.append(formation_line(phase, clean_c, refs_c, area))
         idx = [i for i, o in enumerate(owner) if o == name]
         errors = None
         if idx:
@@ -110,4 +118,5 @@ def corrected_method(pooled: dict[str, ProblemMinima], references: Sequence[Atom
                                                 np.array([len(training[i]) for i in idx]))
         held.append(HeldOut(name, problem.label, n_train, len(idx), None if errors is None else mae(errors),
                             None if errors is None else float(np.mean(errors)), best + 1, float(energies[best])))
-    return method_diagram(method, refs, clean_energy, phases, area, mu_min, mu_max), held
+    lo, hi = mu_range(refs, mu_min, mu_max)
+    return MethodDiagram(method, refs, clean_energy, phases, lines, (lo, hi), winners(lines, lo, hi)), held

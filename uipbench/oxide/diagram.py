@@ -78,13 +78,14 @@ class PhaseDiagram:
         return [m for m in (self.backbone_diagram, self.corrected, self.dft) if m is not None]
 
 
-def _counts(atoms: Atoms, clean: Atoms) -> tuple[int, int]:
+def composition_counts(atoms: Atoms, clean: Atoms) -> tuple[int, int]:
+    """ΔN_Cu (Cu beyond the clean slab's) and N_O of a structure."""
     symbols, reference = atoms.get_chemical_symbols(), clean.get_chemical_symbols()
     return symbols.count("Cu") - reference.count("Cu"), symbols.count("O")
 
 
 def _row(problem: ProblemMinima, clean: Atoms, points: dict[str, DftPoint]) -> CompositionRow:
-    n_cu, n_o = _counts(problem.minima[0], clean)
+    n_cu, n_o = composition_counts(problem.minima[0], clean)
     found = [(dft_of(members, points, problem.n_slab), rank) for rank, members in enumerate(problem.members, start=1)]
     found = [(p, rank) for p, rank in found if p is not None]
     best = min(found, key=lambda pr: pr[0].energy, default=(None, None))
@@ -93,7 +94,7 @@ def _row(problem: ProblemMinima, clean: Atoms, points: dict[str, DftPoint]) -> C
 
 
 def method_diagram(method: str, refs: ReferenceEnergies, clean_energy: float, phases: list[Phase], area: float,
-            mu_min: float, mu_max: float | None) -> MethodDiagram:
+                   mu_min: float, mu_max: float | None) -> MethodDiagram:
     lines = lines_for(phases, clean_energy, refs, area)
     lo, hi = mu_range(refs, mu_min, mu_max)
     return MethodDiagram(method, refs, clean_energy, phases, lines, (lo, hi), winners(lines, lo, hi))

@@ -29,7 +29,8 @@ from ..datasets.label import GPAW_PYTHON, RELAX_FMAX, RELAX_STEPS, BuildReport, 
     label_entries
 from ..datasets.protocol import PROTOCOL_V1
 from .references import SYSTEM, reference_plan, reference_settings
-from .searches import DFT_RELAXED, ProblemMinima, SearchRun, dft_of, dft_points, pool, read_run, search_folders
+from .searches import DFT_RELAXED, ProblemMinima, SearchRun, dft_of, dft_points, pool, read_run, search_folders, \
+    single_points
 
 #: minima labelled per problem by default
 TOP = 3
@@ -129,7 +130,7 @@ def relaxation_entries(labelled: Iterable[Atoms], problems: Iterable[str], fmax:
 
     if fmax <= 0 or steps < 1:
         raise ValueError(f"a DFT relaxation needs fmax > 0 and at least one step, got fmax={fmax}, steps={steps}")
-    points = [a for a in labelled if a.info.get("variant") != DFT_RELAXED]
+    points = single_points(labelled)
     entries = []
     for name in problems:
         template = load_problem(name).template()
@@ -137,7 +138,10 @@ def relaxation_entries(labelled: Iterable[Atoms], problems: Iterable[str], fmax:
         if not found:
             raise ValueError(f"{name}: no labelled single point to relax (run `uipbench oxide label` first)")
         start = min(found, key=lambda a: a.get_potential_energy())
-        mask = template.constraints[0].get_indices()
+        held = [c for c in template.constraints if isinstance(c, FixAtoms)]
+        if not held:
+            raise ValueError(f"{name}: the card's template holds no atoms fixed; a slab relaxation needs fixed layers")
+        mask = held[0].get_indices()
         if not np.allclose(start.positions[mask], template.positions[mask], atol=1e-4):
             raise ValueError(f"{name}: the fixed atoms of {start.info['plan_id']} are not the card's template's")
         atoms = Atoms(start.numbers, start.positions, cell=start.cell, pbc=start.pbc)

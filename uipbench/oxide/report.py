@@ -151,12 +151,12 @@ def blocks(diagram: PhaseDiagram, table: list[dict], pictures: bool = False) -> 
 
 
 CORRECTED_TEXT = ("{method}: the backbone plus a Δ-GPR (atomic aggregation, sparse, per-species offset) fitted on "
-                  "E_DFT − E_backbone of the labelled oxide structures (references and DFT single points of minima). "
-                  "Each composition's line comes from a model fitted **without** that composition's labelled "
-                  "structures (leave one composition out); it corrects all of that composition's minima and the "
-                  "lowest corrected one is the phase. References and the clean slab come from the model fitted on "
-                  "everything (they are in every model's training set). Held-out errors of each model on its "
-                  "composition's labelled structures:")
+                  "E_DFT − E_backbone of the labelled oxide structures (references, and DFT points of minima). "
+                  "Each composition's line comes **entirely** from a model fitted **without** that composition's "
+                  "labelled structures (leave one composition out): it corrects all of that composition's minima "
+                  "(the lowest corrected one is the phase) and the references and clean slab that are the line's "
+                  "zero. The Δμ_O range and the listed references come from the model fitted on everything. "
+                  "Held-out errors of each model on its composition's labelled structures:")
 
 
 def _held_out_table(diagram: PhaseDiagram) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 from ase import Atoms
 
 from ..datasets.io import read_structures, structure_hash
@@ -166,12 +167,15 @@ class DftPoint:
 DFT_RELAXED = "DFT relaxation"
 
 
+def single_points(structures: Iterable[Atoms]) -> list[Atoms]:
+    """The labelled structures that are single points at a search's geometry (DFT relaxations left out)."""
+    return [a for a in structures if a.info.get("variant") != DFT_RELAXED]
+
+
 def dft_points(structures: Iterable[Atoms]) -> dict[str, DftPoint]:
     """Labelled single points by structure hash (of the geometry as read back); DFT relaxations left out."""
     out = {}
-    for atoms in structures:
-        if atoms.info.get("variant") == DFT_RELAXED:
-            continue
+    for atoms in single_points(structures):
         calc = atoms.calc
         if calc is not None and "energy" in getattr(calc, "results", {}):
             out[structure_hash(atoms)] = DftPoint(float(calc.results["energy"]), atoms)
@@ -180,21 +184,19 @@ def dft_points(structures: Iterable[Atoms]) -> dict[str, DftPoint]:
 
 def dft_of(members: Sequence[Atoms], points: dict[str, DftPoint], n_slab: int | None = None) -> DftPoint | None:
     """The DFT point of a minimum: that of the first of its members (the representative first) labelled; with
-    ``n_slab``, else a point at the same minimum's geometry by the search's rule (same formula, fingerprints
-    within :data:`uipbench.search.minima.F_TOL`): a longer search may have replaced the labelled structure
-    as the minimum's representative by a lower hit, and one minimum is labelled once."""
+    ``n_slab``, else the nearest point at the same minimum's geometry by the search's rule (same cell and
+    formula, fingerprints within :data:`uipbench.search.minima.F_TOL`): a longer search may have replaced the
+    labelled structure as the minimum's representative by a lower hit, and one minimum is labelled once."""
     for atoms in members:
         point = points.get(structure_hash(atoms))
         if point is not None:
             return point
-    if n_slab is None or not members:
+    if n_slab is None or not members or len(members[0]) == n_slab:  # no adsorbates: nothing to fingerprint
         return None
-    from ..search.minima import fingerprint, same_geometry
+    from ..search.minima import F_TOL, fingerprint, fingerprint_distance
 
-    formula = members[0].get_chemical_formula()
-    fp = fingerprint(members[0], n_slab)
-    for point in points.values():
-        other = point.atoms.get_chemical_formula()
-        if other == formula and same_geometry(formula, fp, other, fingerprint(point.atoms, n_slab)):
-            return point
-    return None
+    formula, fp = members[0].get_chemical_formula(), fingerprint(members[0], n_slab)
+    near = [(fingerprint_distance(fp, fingerprint(p.atoms, n_slab)), i, p) for i, p in enumerate(points.values())
+            if p.atoms.get_chemical_formula() == formula and np.allclose(p.atoms.cell, members[0].cell)]
+    near = [n for n in near if n[0] < F_TOL]
+    return min(near, key=lambda n: n[:2])[2] if near else None

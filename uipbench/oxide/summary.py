@@ -22,11 +22,11 @@ from ase import Atoms
 from .._atomic import write_text_atomic
 from .._lock import OutputLock
 from ..report.html import Block, write_html
-from .diagram import DFT, MethodDiagram, method_diagram
+from .diagram import DFT, MethodDiagram, composition_counts, method_diagram
 from .phase import CLEAN, Interval, Line, Phase
 from .references import ReferenceEnergies, check_references, reference_energies
 from .report import JSON_FILE, markdown_table, read_phases, strip_axes
-from .searches import DFT_RELAXED
+from .searches import single_points
 
 POOLED = "DFT, all labelled minima"
 FIGURE = "winners.png"
@@ -74,16 +74,14 @@ def pooled_dft(references: Sequence[Atoms], labelled: Sequence[Atoms], area: flo
         raise ValueError(f"the labelled oxide structures name {len(protocols)} protocols: {sorted(map(str, protocols))}")
     check_references(references, protocols.pop(), where)
     lowest: dict[str, Atoms] = {}
-    for atoms in (a for a in labelled if a.info.get("variant") != DFT_RELAXED):
+    for atoms in single_points(labelled):
         motif = str(atoms.info["motif"])
         if motif not in lowest or atoms.get_potential_energy() < lowest[motif].get_potential_energy():
             lowest[motif] = atoms
     if CLEAN not in lowest:
         raise ValueError("no DFT point of the clean slab among the labelled structures")
     clean = lowest.pop(CLEAN)
-    n_clean = clean.get_chemical_symbols().count("Cu")
-    phases = [Phase(m, a.get_chemical_symbols().count("Cu") - n_clean, a.get_chemical_symbols().count("O"),
-                    a.get_potential_energy()) for m, a in sorted(lowest.items())]
+    phases = [Phase(m, *composition_counts(a, clean), a.get_potential_energy()) for m, a in sorted(lowest.items())]
     refs: ReferenceEnergies = reference_energies(references, [a.get_potential_energy() for a in references], DFT,
                                                  where)
     return method_diagram(POOLED, refs, clean.get_potential_energy(), phases, area, mu_min, None)
