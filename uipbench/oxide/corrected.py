@@ -21,6 +21,7 @@ import numpy as np
 from ase import Atoms
 
 from ..embedding import StructureEmbedding
+from ..harness.fit import dft_energy, fit_residuals
 from ..harness.metrics import energy_errors_per_atom_mev, mae
 from .diagram import MethodDiagram, composition_counts
 from .phase import Phase, clean_line, formation_line, mu_range, winners
@@ -52,13 +53,7 @@ class HeldOut:
 
 
 def _default_fit(embeddings: list[StructureEmbedding], residual: np.ndarray) -> Any:
-    from ..harness.fit import fit_residuals
-
     return fit_residuals(embeddings, residual)
-
-
-def _dft_energy(atoms: Atoms) -> float:
-    return float(atoms.calc.results["energy"])
 
 
 def corrected_method(pooled: dict[str, ProblemMinima], references: Sequence[Atoms], labelled: Sequence[Atoms],
@@ -81,7 +76,7 @@ def corrected_method(pooled: dict[str, ProblemMinima], references: Sequence[Atom
     minima = [(name, rank, atoms) for name, p in pooled.items() for rank, atoms in enumerate(p.minima, 1)]
     views = list(embed([*training, *(atoms for _, _, atoms in minima)]))
     train_views, minima_views = views[:len(training)], views[len(training):]
-    residual = np.array([_dft_energy(a) for a in training]) - np.array([v.energy for v in train_views])
+    residual = np.array([dft_energy(a) for a in training]) - np.array([v.energy for v in train_views])
     owner = [None] * len(references) + [a.info["problem"] for a in slabs]
     clean_view = next(v for (name, rank, _), v in zip(minima, minima_views) if name == clean_name and rank == 1)
     clean_atoms = pooled[clean_name].minima[0]
@@ -114,7 +109,7 @@ def corrected_method(pooled: dict[str, ProblemMinima], references: Sequence[Atom
         errors = None
         if idx:
             predicted = np.array([train_views[i].energy for i in idx]) + model.predict([train_views[i] for i in idx])
-            errors = energy_errors_per_atom_mev(predicted, np.array([_dft_energy(training[i]) for i in idx]),
+            errors = energy_errors_per_atom_mev(predicted, np.array([dft_energy(training[i]) for i in idx]),
                                                 np.array([len(training[i]) for i in idx]))
         held.append(HeldOut(name, problem.label, n_train, len(idx), None if errors is None else mae(errors),
                             None if errors is None else float(np.mean(errors)), best + 1, float(energies[best])))

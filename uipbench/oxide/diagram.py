@@ -15,7 +15,7 @@ import numpy as np
 from ase import Atoms
 
 from .phase import MU_O_MIN, Interval, Line, Phase, lines_for, mu_range, winners
-from .references import ReferenceEnergies, ReferenceError, check_references, reference_energies
+from .references import ReferenceEnergies, ReferenceError, check_references, dft_references, reference_energies
 from .searches import DftPoint, ProblemMinima, dft_of, dft_points
 
 DFT = "DFT"
@@ -132,7 +132,7 @@ def build(pooled: dict[str, ProblemMinima], backbone: str, references: Sequence[
     if clean_dft is None:
         notes.append("no DFT point of the clean slab yet (`uipbench oxide label`): no DFT phase diagram")
     else:
-        dft_refs = reference_energies(references, [a.get_potential_energy() for a in references], DFT, where)
+        dft_refs = dft_references(references, DFT, where)
         dft_phases = [Phase(r.name, r.n_cu, r.n_o, r.dft_energy) for r in rows if r.dft_energy is not None]
         missing = [r.name for r in rows if r.dft_energy is None]
         if missing:

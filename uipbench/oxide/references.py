@@ -173,6 +173,11 @@ def reference_energies(structures: Sequence[Atoms], energies: Sequence[float], m
     return ReferenceEnergies(method, cu_bulk, values["O2"], values.get("Cu2O"), minima)
 
 
+def dft_references(structures: Sequence[Atoms], method: str, where: str = "the references") -> ReferenceEnergies:
+    """DFT's reference energies: :func:`reference_energies` of the structures' own (DFT) energies."""
+    return reference_energies(structures, [a.get_potential_energy() for a in structures], method, where)
+
+
 def check_references(structures: Sequence[Atoms], protocol: str, where: str) -> None:
     """Every reference labelled under ``protocol`` (the slabs' one), and a DFT O2 in the triplet."""
     for atoms in structures:

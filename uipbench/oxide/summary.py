@@ -24,7 +24,7 @@ from .._lock import OutputLock
 from ..report.html import Block, write_html
 from .diagram import DFT, MethodDiagram, composition_counts, method_diagram
 from .phase import CLEAN, Interval, Line, Phase
-from .references import ReferenceEnergies, check_references, reference_energies
+from .references import check_references, dft_references
 from .report import JSON_FILE, markdown_table, read_phases, strip_axes
 from .searches import single_points
 
@@ -82,9 +82,8 @@ def pooled_dft(references: Sequence[Atoms], labelled: Sequence[Atoms], area: flo
         raise ValueError("no DFT point of the clean slab among the labelled structures")
     clean = lowest.pop(CLEAN)
     phases = [Phase(m, *composition_counts(a, clean), a.get_potential_energy()) for m, a in sorted(lowest.items())]
-    refs: ReferenceEnergies = reference_energies(references, [a.get_potential_energy() for a in references], DFT,
-                                                 where)
-    return method_diagram(POOLED, refs, clean.get_potential_energy(), phases, area, mu_min, None)
+    return method_diagram(POOLED, dft_references(references, DFT, where), clean.get_potential_energy(), phases, area,
+                          mu_min, None)
 
 
 def plot(methods: Sequence[SummaryMethod], path: Path) -> None:
