@@ -23,8 +23,8 @@ from ase import Atoms
 from ..embedding import StructureEmbedding
 from ..harness.fit import dft_energy, fit_residuals
 from ..harness.metrics import energy_errors_per_atom_mev, mae
-from .diagram import MethodDiagram, composition_counts
-from .phase import Phase, clean_line, formation_line, mu_range, winners
+from .diagram import MethodDiagram, composition_counts, method_diagram
+from .phase import Phase, clean_line, formation_line
 from .references import ReferenceEnergies, reference_energies
 from .searches import ProblemMinima
 
@@ -113,5 +113,4 @@ def corrected_method(pooled: dict[str, ProblemMinima], references: Sequence[Atom
                                                 np.array([len(training[i]) for i in idx]))
         held.append(HeldOut(name, problem.label, n_train, len(idx), None if errors is None else mae(errors),
                             None if errors is None else float(np.mean(errors)), best + 1, float(energies[best])))
-    lo, hi = mu_range(refs, mu_min, mu_max)
-    return MethodDiagram(method, refs, clean_energy, phases, lines, (lo, hi), winners(lines, lo, hi)), held
+    return method_diagram(method, refs, clean_energy, phases, area, mu_min, mu_max, lines), held

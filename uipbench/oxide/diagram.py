@@ -94,8 +94,10 @@ def _row(problem: ProblemMinima, clean: Atoms, points: dict[str, DftPoint]) -> C
 
 
 def method_diagram(method: str, refs: ReferenceEnergies, clean_energy: float, phases: list[Phase], area: float,
-                   mu_min: float, mu_max: float | None) -> MethodDiagram:
-    lines = lines_for(phases, clean_energy, refs, area)
+                   mu_min: float, mu_max: float | None, lines: list[Line] | None = None) -> MethodDiagram:
+    """A method's diagram; ``lines`` given when they do not all follow from ``refs`` and ``clean_energy``
+    (the corrected diagram's, each from its own model)."""
+    lines = lines_for(phases, clean_energy, refs, area) if lines is None else lines
     lo, hi = mu_range(refs, mu_min, mu_max)
     return MethodDiagram(method, refs, clean_energy, phases, lines, (lo, hi), winners(lines, lo, hi))
 
